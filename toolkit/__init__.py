@@ -1,0 +1,3 @@
+"""SampleSift: train faster by selecting the training samples that matter."""
+
+__version__ = "0.1.0"

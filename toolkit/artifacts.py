@@ -1,0 +1,220 @@
+"""Writing artifacts safely and describing where they came from.
+
+Every file SampleSift writes goes to a temporary name in the destination folder and is then
+renamed into place, so a reader sees either the old file or the complete new one, never half
+of either, even if the writer is killed midway. Folders (a trained autoencoder, an export)
+are built the same way: in a hidden temporary sibling, renamed when complete.
+
+Fingerprints are short content hashes (BLAKE2b) used to tie artifacts to the data, weights
+and embeddings they were computed from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.errors import SampleSiftError
+
+FINGERPRINT_CHARS = 32
+
+
+def _fsync_dir(path: Path) -> None:
+    # Make the rename itself durable; not every platform lets a directory be opened.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert NumPy scalars/arrays, paths and tuples into plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Read a JSON file, turning a missing or corrupt file into a clear error."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SampleSiftError(f"{what} {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SampleSiftError(f"{what} {path} is not valid JSON ({exc}); delete it and recreate it") from None
+
+
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
+    """Save one array in ``.npy`` format atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | Path, *, replace: bool = True) -> Iterator[Path]:
+    """Build a folder under a temporary name; rename it to ``final`` when the block succeeds.
+
+    If the block raises, the temporary folder is removed and ``final`` is untouched. With
+    ``replace=False`` an existing ``final`` is an error; with ``replace=True`` it is swapped
+    out (the old folder is moved aside, the new one renamed in, the old one deleted).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and not replace:
+        raise SampleSiftError(f"{final} already exists")
+    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if final.exists():
+            if not replace:
+                raise SampleSiftError(f"{final} already exists")
+            trash = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.old"
+            os.replace(final, trash)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def fingerprint_bytes(*chunks: bytes | str) -> str:
+    """A short hex BLAKE2b digest of the given chunks (strings are UTF-8 encoded)."""
+    digest = hashlib.blake2b(digest_size=FINGERPRINT_CHARS // 2)
+    for chunk in chunks:
+        data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def fingerprint_arrays(*arrays: np.ndarray) -> str:
+    """Fingerprint arrays by dtype, shape and content."""
+    digest = hashlib.blake2b(digest_size=FINGERPRINT_CHARS // 2)
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def fingerprint_file(path: str | Path) -> str:
+    """Fingerprint a file's content."""
+    digest = hashlib.blake2b(digest_size=FINGERPRINT_CHARS // 2)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, the toolkit and the libraries that decide numerical results."""
+    import sklearn
+    import torch
+    import torchvision
+
+    from toolkit import __version__
+
+    return {
+        "toolkit": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def confined_path(root: str | Path, *parts: str) -> Path:
+    """Join ``parts`` under ``root`` and refuse any result that escapes it.
+
+    Both ``..`` components and symbolic links are resolved before the check, so neither can
+    be used to write outside ``root``.
+    """
+    root = Path(root).resolve()
+    candidate = root.joinpath(*parts).resolve()
+    if candidate != root and root not in candidate.parents:
+        raise SampleSiftError(
+            f"path {Path(*parts)} resolves to {candidate}, outside {root}; use a plain name inside it"
+        )
+    return candidate
+
+
+def safe_name(name: str, what: str = "name") -> str:
+    """Check that ``name`` is usable as a single file or folder name."""
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+=")
+    if not name or name in {".", ".."} or not set(name) <= allowed or name.startswith("."):
+        raise SampleSiftError(
+            f"{what} {name!r} is not allowed; use letters, digits and . _ - + = (not starting with '.')"
+        )
+    return name

@@ -1,0 +1,337 @@
+"""The ``samplesift`` command line: a thin layer over the toolkit's Python API.
+
+Every command takes ``--workspace DIR`` (default ``$SAMPLESIFT_WORKSPACE``, else
+``./workspace``) and ``--data SPEC`` (a folder path, an ``.npz`` path, ``cifar10`` or
+``digits``, the default). Problems the user can fix print one line starting with
+``samplesift: error:`` and exit with status 2; an interrupted command exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from toolkit.errors import SampleSiftError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _common(parser: argparse.ArgumentParser, data: bool = True) -> None:
+    parser.add_argument("--workspace", help="workspace folder (default: $SAMPLESIFT_WORKSPACE or ./workspace)")
+    if data:
+        parser.add_argument(
+            "--data",
+            default="digits",
+            help="data spec: an image folder with train/ and test/, an .npz file, cifar10[:ROOT] or digits (default)",
+        )
+        parser.add_argument("--max-per-class", type=_positive_int, help="keep only the first N images of each class")
+        parser.add_argument(
+            "--bad-images",
+            choices=("error", "skip"),
+            default="error",
+            help="unreadable files in an image folder: refuse the folder (default) or skip and list them",
+        )
+
+
+def _device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="autocast dtype")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from toolkit import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="samplesift",
+        description="Select the training samples that matter, then train faster (Gonzalez et al.).",
+    )
+    parser.add_argument("--version", action="version", version=f"samplesift {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    embed = commands.add_parser("embed", help="train the autoencoder and embed every training sample")
+    _common(embed)
+    _device(embed)
+    embed.add_argument("--epochs", type=_positive_int, default=5, help="passes over the training set (default 5)")
+    embed.add_argument("--batch", type=_positive_int, default=256, help="batch size (default 256)")
+    embed.add_argument("--lr", type=_number, default=0.1, help="learning rate (default 0.1, the paper's)")
+    embed.add_argument("--momentum", type=_number, default=0.9, help="SGD momentum (default 0.9)")
+    embed.add_argument("--seed", type=int, default=0)
+    embed.add_argument("--crop", type=_positive_int, help="crop side (default: 3/4 of the image side, 24 for 32x32)")
+    embed.add_argument("--name", default="default", help="autoencoder name (default 'default')")
+    embed.add_argument("--resume", action="store_true", help="continue an interrupted embed with the same settings")
+    embed.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    select = commands.add_parser("select", help="select a subset of the training set and save its manifest")
+    _common(select)
+    select.add_argument("--method", required=True, help="selector name (see `samplesift methods`)")
+    budget = select.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--size", type=int, help="number of samples K")
+    budget.add_argument("--fraction", type=_number, help="share of the training set, in (0, 1]")
+    select.add_argument("--balanced", action="store_true", help="per-class quotas proportional to class frequency")
+    select.add_argument("--seed", type=int, default=0)
+    select.add_argument("--name", help="manifest name (default <method>-k<K>-seed<S>)")
+    select.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="selector parameter")
+    select.add_argument("--autoencoder", default="default", help="which autoencoder's embedding to use")
+
+    commands.add_parser("methods", help="list the selection methods")
+
+    train = commands.add_parser("train", help="train the classifier: subset first, then the full set")
+    _common(train)
+    _device(train)
+    train.add_argument("--selection", help="selection name or manifest path (needed when --split > 0)")
+    train.add_argument("--split", type=_number, default=None, help="share of steps on the subset, in [0, 1]")
+    length = train.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="total optimizer steps")
+    length.add_argument("--time-budget", type=_number, help="total training seconds (warm-up and evaluation excluded)")
+    train.add_argument("--batch", type=_positive_int, default=128, help="batch size (default 128; the paper: 1024)")
+    train.add_argument("--lr", type=_number, default=0.1)
+    train.add_argument("--momentum", type=_number, default=0.0)
+    train.add_argument("--norm", choices=("batch", "lrn"), default="batch", help="batch norm (default) or LRN")
+    train.add_argument("--crop", type=_positive_int)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--evals", type=int, default=5, help="evaluations during the run (plus one at the end)")
+    train.add_argument("--log-every", type=_positive_int, default=10)
+    train.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    train.add_argument("--name", help="label for the run")
+    train.add_argument("--resume", metavar="RUN", help="continue an interrupted run (id or folder)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    runs = commands.add_parser("runs", help="list training runs")
+    _common(runs, data=False)
+    runs.add_argument("--data", help="only runs on this data spec")
+    runs.add_argument("--max-per-class", type=_positive_int)
+    runs.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    recon = commands.add_parser("reconstruct", help="write inputs, embeddings and reconstructions as a PNG (Fig. 4)")
+    _common(recon)
+    recon.add_argument("--indices", help="comma-separated sample indices (default: random)")
+    recon.add_argument("--count", type=_positive_int, default=6, help="random samples when --indices is not given")
+    recon.add_argument("--seed", type=int, default=0)
+    recon.add_argument("--autoencoder", default="default")
+    recon.add_argument("--out", required=True, help="PNG file to write")
+    return parser
+
+
+def _params(pairs: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SampleSiftError(f"--param expects KEY=VALUE, got {pair!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def _load(args: argparse.Namespace):
+    from toolkit.data import load_dataset
+
+    return load_dataset(
+        args.data,
+        workspace=args.workspace,
+        max_per_class=args.max_per_class,
+        bad_files=args.bad_images,
+        progress=sys.stderr.isatty(),
+    )
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from toolkit.embed import AutoencoderConfig, train_autoencoder
+
+    config = AutoencoderConfig(
+        epochs=args.epochs,
+        batch=args.batch,
+        lr=args.lr,
+        momentum=args.momentum,
+        seed=args.seed,
+        crop=args.crop,
+        device=args.device,
+        precision=args.precision,
+    )
+    config.validate()
+    dataset = _load(args)
+    embedding = train_autoencoder(
+        dataset, config, workspace=args.workspace, name=args.name, resume=args.resume, progress=not args.quiet
+    )
+    m = embedding.manifest
+    print(
+        f"autoencoder {m['name']!r} of {dataset.key}: {m['steps']} steps, final loss {m['final_loss']:.4f}, "
+        f"{m['images_per_s']:.0f} images/s on {m['device_name']}; "
+        f"embedding {embedding.vectors.shape[0]} x {embedding.dim} -> {embedding.path}"
+    )
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from toolkit.selection import make_selection
+
+    dataset = _load(args)
+    selection = make_selection(
+        dataset,
+        args.method,
+        size=args.size,
+        fraction=args.fraction,
+        balanced=args.balanced,
+        seed=args.seed,
+        name=args.name,
+        params=_params(args.param),
+        workspace=args.workspace,
+        autoencoder=args.autoencoder,
+    )
+    m = selection.manifest
+    counts = ", ".join(f"{k}: {v}" for k, v in m["class_counts"].items())
+    print(f"selected {m['size']} of {dataset.num_train} samples ({100 * m['fraction']:.2f}%) with {m['method']}")
+    print(f"class counts: {counts}")
+    print(f"manifest: {selection.path}")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from toolkit.selectors import SELECTORS
+
+    for name, cls in SELECTORS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:22s} {doc}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from toolkit.train import TrainConfig, resume, train
+
+    if args.resume:
+        run = resume(args.resume, workspace=args.workspace, progress=not args.quiet)
+    else:
+        config = TrainConfig(
+            split=0.0 if args.split is None else args.split,
+            steps=args.steps,
+            time_budget=args.time_budget,
+            batch=args.batch,
+            lr=args.lr,
+            momentum=args.momentum,
+            norm=args.norm,
+            crop=args.crop,
+            seed=args.seed,
+            evals=args.evals,
+            log_every=args.log_every,
+            checkpoint_every=args.checkpoint_every,
+            device=args.device,
+            precision=args.precision,
+            compile=args.compile,
+        )
+        config.validate()
+        if args.split is None and args.selection is not None:
+            raise SampleSiftError("--selection was given without --split; say how much of the run uses it")
+        dataset = _load(args)
+        run = train(
+            dataset,
+            config,
+            selection=args.selection,
+            workspace=args.workspace,
+            name=args.name,
+            progress=not args.quiet,
+        )
+    summary = run.summary() or {}
+    print(
+        f"run {run.id}: test accuracy {100 * summary['test_accuracy']:.2f}% (averaged weights) after "
+        f"{summary['steps']} steps ({summary['steps_fast']} on the subset), {summary['wall_time_s']:.1f} s "
+        f"training wall-clock ({summary['images_per_s']:.0f} images/s, warm-up and evaluation excluded) -> {run.path}"
+    )
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from toolkit.runs import list_runs
+
+    dataset_key = None
+    if args.data:
+        from toolkit.data import load_dataset
+
+        dataset_key = load_dataset(args.data, workspace=args.workspace, max_per_class=args.max_per_class).key
+    table = list_runs(args.workspace, dataset=dataset_key)
+    if args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    elif args.format == "json":
+        print(table.to_json(orient="records", indent=2))
+    elif table.empty:
+        print("no runs yet; start one with `samplesift train`")
+    else:
+        shown = table.drop(columns=["created"]).copy()
+        shown["test_accuracy"] = shown["test_accuracy"].map(lambda v: "" if v != v or v is None else f"{100 * v:.2f}%")
+        print(shown.to_string(index=False))
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from toolkit.embed import load_embedding, reconstruct
+    from toolkit.viz import figure4_image, save_png
+
+    dataset = _load(args)
+    embedding = load_embedding(dataset, workspace=args.workspace, name=args.autoencoder)
+    if args.indices:
+        try:
+            indices = [int(i) for i in args.indices.split(",") if i.strip()]
+        except ValueError:
+            raise SampleSiftError(f"--indices expects comma-separated whole numbers, got {args.indices!r}") from None
+    else:
+        rng = np.random.default_rng(args.seed)
+        indices = rng.choice(dataset.num_train, size=min(args.count, dataset.num_train), replace=False).tolist()
+    result = reconstruct(embedding, dataset, indices)
+    path = save_png(figure4_image(result), args.out)
+    print(f"wrote inputs / embeddings / reconstructions of samples {indices} to {path}")
+    return 0
+
+
+COMMANDS = {
+    "embed": cmd_embed,
+    "select": cmd_select,
+    "methods": cmd_methods,
+    "train": cmd_train,
+    "runs": cmd_runs,
+    "reconstruct": cmd_reconstruct,
+}
+
+
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)  # a terminated run is "interrupted", not "running"
+    try:
+        return COMMANDS[args.command](args)
+    except SampleSiftError as exc:
+        print(f"samplesift: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("samplesift: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

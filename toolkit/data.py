@@ -1,0 +1,661 @@
+"""Loading image data sets into uint8 arrays, once, with an on-disk cache.
+
+A *data spec* names where images come from:
+
+``digits``
+    scikit-learn's 8x8 grayscale digits (ships with scikit-learn: works offline). Split into
+    train/test with a fixed, stratified 80/20 split (seed 0).
+``cifar10`` or ``cifar10:ROOT``
+    CIFAR-10 in torchvision's own format under ``ROOT`` (default ``<workspace>/downloads``),
+    downloaded by torchvision when absent and the network allows it.
+``path/to/folder``
+    an image-folder tree ``folder/train/<class>/*.jpg`` and ``folder/test/<class>/*.jpg``
+    (the layout ``torchvision.datasets.ImageFolder`` reads), or a folder holding
+    torchvision's ``cifar-10-batches-py``.
+``path/to/file.npz``
+    a NumPy archive with ``train_images``/``test_images`` (uint8, N x H x W x C or N x H x W),
+    ``train_labels``/``test_labels`` (integers) and optionally ``class_names``.
+
+Decoding happens once per source version: the arrays are cached under
+``<workspace>/cache/datasets`` keyed by a fingerprint of the source (every file's path, size
+and modification time), so a changed source is decoded again and never served stale.
+
+Every loaded :class:`ImageDataset` carries a *content* fingerprint of its arrays. Embeddings,
+selections and runs record it, and refuse to mix artifacts from different data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from toolkit.artifacts import (
+    atomic_directory,
+    atomic_write_json,
+    fingerprint_arrays,
+    fingerprint_bytes,
+    read_json,
+    safe_name,
+)
+from toolkit.errors import SampleSiftError, require
+from toolkit.workspace import Workspace, as_workspace
+
+#: Bump when decoding changes, so caches written by older code are not reused.
+DECODER_VERSION = "1"
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+)
+BadFiles = Literal["error", "skip"]
+
+
+@dataclass(frozen=True, eq=False)
+class ImageDataset:
+    """A labelled image data set held as uint8 arrays (N x H x W x C).
+
+    Attributes:
+        name: short name (``digits``, ``cifar10`` or the folder/file stem).
+        spec: the data spec it was loaded from.
+        source: the resolved source location (a path, or a description for built-ins).
+        train_images, test_images: uint8 arrays, N x H x W x C (C is 1 or 3).
+        train_labels, test_labels: int64 arrays of class indices.
+        class_names: one name per class index.
+        fingerprint: content hash of the arrays and class names (after any cap).
+        train_files, test_files: source file of each image, relative to ``source``, where the
+            data set has files.
+        skipped_files: files left out while decoding (with the reason), when skipping is on.
+        max_per_class: the per-class cap this data set was cut to, if any.
+    """
+
+    name: str
+    spec: str
+    source: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: tuple[str, ...]
+    fingerprint: str
+    train_files: tuple[str, ...] | None = None
+    test_files: tuple[str, ...] | None = None
+    skipped_files: tuple[str, ...] = ()
+    max_per_class: int | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def key(self) -> str:
+        """Folder name for this data set version inside a workspace."""
+        return f"{self.name}-{self.fingerprint[:10]}"
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train_images.shape[0])
+
+    @property
+    def num_test(self) -> int:
+        return int(self.test_images.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of every image."""
+        return tuple(int(s) for s in self.train_images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_images.shape[3])
+
+    @property
+    def default_crop(self) -> int:
+        """The paper's crop rule scaled to this image size: 24 for 32x32, 6 for 8x8."""
+        side = min(self.image_shape[:2])
+        return max(1, side - side // 4)
+
+    def class_counts(self, split: Literal["train", "test"] = "train") -> dict[str, int]:
+        labels = self.train_labels if split == "train" else self.test_labels
+        counts = np.bincount(labels, minlength=self.num_classes)
+        return {name: int(c) for name, c in zip(self.class_names, counts, strict=True)}
+
+    def describe(self) -> dict[str, Any]:
+        """The facts about this data set that manifests and run records store."""
+        return {
+            "name": self.name,
+            "spec": self.spec,
+            "source": self.source,
+            "fingerprint": self.fingerprint,
+            "key": self.key,
+            "num_train": self.num_train,
+            "num_test": self.num_test,
+            "image_shape": list(self.image_shape),
+            "class_names": list(self.class_names),
+            "max_per_class": self.max_per_class,
+        }
+
+    def capped(self, max_per_class: int) -> ImageDataset:
+        """The first ``max_per_class`` images of every class, in train and in test."""
+        require(max_per_class >= 1, f"--max-per-class must be at least 1, got {max_per_class}")
+        train_keep = _first_per_class(self.train_labels, max_per_class)
+        test_keep = _first_per_class(self.test_labels, max_per_class)
+        return replace(
+            self,
+            train_images=self.train_images[train_keep],
+            train_labels=self.train_labels[train_keep],
+            test_images=self.test_images[test_keep],
+            test_labels=self.test_labels[test_keep],
+            train_files=None if self.train_files is None else tuple(self.train_files[i] for i in train_keep),
+            test_files=None if self.test_files is None else tuple(self.test_files[i] for i in test_keep),
+            fingerprint=fingerprint_bytes(self.fingerprint, f"max_per_class={max_per_class}"),
+            max_per_class=max_per_class,
+        )
+
+
+def _first_per_class(labels: np.ndarray, cap: int) -> np.ndarray:
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    starts = np.searchsorted(sorted_labels, sorted_labels, side="left")
+    rank = np.arange(len(labels)) - starts
+    return np.sort(order[rank < cap])
+
+
+def content_fingerprint(
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    class_names: tuple[str, ...],
+) -> str:
+    return fingerprint_bytes(
+        fingerprint_arrays(train_images, train_labels, test_images, test_labels), "\n".join(class_names)
+    )
+
+
+def _make_dataset(
+    name: str,
+    spec: str,
+    source: str,
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    class_names: tuple[str, ...],
+    **extra: Any,
+) -> ImageDataset:
+    train_images, train_labels, test_images, test_labels = arrays
+    return ImageDataset(
+        name=name,
+        spec=spec,
+        source=source,
+        train_images=train_images,
+        train_labels=train_labels,
+        test_images=test_images,
+        test_labels=test_labels,
+        class_names=class_names,
+        fingerprint=extra.pop("fingerprint", None)
+        or content_fingerprint(train_images, train_labels, test_images, test_labels, class_names),
+        **extra,
+    )
+
+
+# --------------------------------------------------------------------------- public entry
+
+
+def load_dataset(
+    spec: str = "digits",
+    *,
+    workspace: Workspace | str | Path | None = None,
+    max_per_class: int | None = None,
+    bad_files: BadFiles = "error",
+    progress: bool = False,
+) -> ImageDataset:
+    """Load a data set from a spec (see the module docstring), decoding at most once.
+
+    Args:
+        spec: ``digits``, ``cifar10[:ROOT]``, an image-folder path or an ``.npz`` path.
+        workspace: where the decode cache (and torchvision downloads) live.
+        max_per_class: keep only the first N images of each class (train and test): quick
+            subsets for trying things out.
+        bad_files: what to do with unreadable, truncated or non-image files in an image
+            folder: ``"error"`` refuses the folder and names them, ``"skip"`` leaves them out
+            and lists them in :attr:`ImageDataset.skipped_files`.
+        progress: show a progress bar while decoding.
+
+    Raises:
+        SampleSiftError: the source is missing, empty, malformed or (with
+            ``bad_files="error"``) holds files that cannot be decoded.
+    """
+    require(bad_files in ("error", "skip"), f"bad_files must be 'error' or 'skip', got {bad_files!r}")
+    ws = as_workspace(workspace)
+    spec = str(spec).strip()
+    require(bool(spec), "the data spec is empty; use digits, cifar10, a folder path or an .npz path")
+    if spec == "digits":
+        dataset = _load_digits()
+    elif spec == "cifar10" or spec.startswith("cifar10:"):
+        root = Path(spec.partition(":")[2] or ws.downloads_dir).expanduser()
+        dataset = _load_torchvision_cifar10(root, spec, ws, download=True, progress=progress)
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise SampleSiftError(
+                f"data path {path} does not exist; give an image folder with train/ and test/, "
+                "an .npz file, 'cifar10' or 'digits'"
+            )
+        if path.is_file():
+            require(
+                path.suffix == ".npz",
+                f"data file {path} is not an .npz archive; give an image folder, an .npz file, 'cifar10' or 'digits'",
+            )
+            dataset = _load_npz(path, spec, ws)
+        elif (path / "cifar-10-batches-py").is_dir():
+            dataset = _load_torchvision_cifar10(path, spec, ws, download=False, progress=progress)
+        else:
+            dataset = _load_image_folder(path, spec, ws, bad_files=bad_files, progress=progress)
+    if max_per_class is not None:
+        dataset = dataset.capped(int(max_per_class))
+    return dataset
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def _load_digits() -> ImageDataset:
+    import sklearn
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    # Pixel values are 0..16; stretch them to the uint8 range the pipeline expects.
+    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    labels = bunch.target.astype(np.int64)
+    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=0.2, random_state=0, stratify=labels)
+    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    return _make_dataset(
+        "digits",
+        "digits",
+        f"sklearn.datasets.load_digits (scikit-learn {sklearn.__version__})",
+        (images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]),
+        tuple(str(i) for i in range(10)),
+    )
+
+
+# --------------------------------------------------------------------------- .npz
+
+
+def _load_npz(path: Path, spec: str, ws: Workspace) -> ImageDataset:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = set(archive.files)
+            required = {"train_images", "train_labels", "test_images", "test_labels"}
+            missing = sorted(required - keys)
+            require(
+                not missing,
+                f"{path} lacks the array(s) {', '.join(missing)}; an .npz data set needs "
+                "train_images, train_labels, test_images, test_labels (and optionally class_names)",
+            )
+            arrays = [archive[k] for k in ("train_images", "train_labels", "test_images", "test_labels")]
+            names = archive["class_names"] if "class_names" in keys else None
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, SampleSiftError):
+            raise
+        raise SampleSiftError(f"cannot read {path} as an .npz archive ({exc})") from None
+    images = []
+    for split, image_array in (("train", arrays[0]), ("test", arrays[2])):
+        require(
+            image_array.dtype == np.uint8,
+            f"{path}: {split}_images must be uint8 (got {image_array.dtype}); scale to 0..255 and cast",
+        )
+        if image_array.ndim == 3:
+            image_array = image_array[..., None]
+        require(
+            image_array.ndim == 4 and image_array.shape[3] in (1, 3),
+            f"{path}: {split}_images must be N x H x W x C with C = 1 or 3 (got shape {image_array.shape})",
+        )
+        images.append(np.ascontiguousarray(image_array))
+    require(
+        images[0].shape[1:] == images[1].shape[1:],
+        f"{path}: train and test images differ in shape ({images[0].shape[1:]} vs {images[1].shape[1:]})",
+    )
+    labels = []
+    for split, label_array, image_array in (("train", arrays[1], images[0]), ("test", arrays[3], images[1])):
+        require(
+            np.issubdtype(label_array.dtype, np.integer) and label_array.ndim == 1,
+            f"{path}: {split}_labels must be a 1-d integer array (got {label_array.dtype}, shape {label_array.shape})",
+        )
+        require(
+            len(label_array) == len(image_array),
+            f"{path}: {len(image_array)} {split} images but {len(label_array)} {split} labels",
+        )
+        require(
+            len(label_array) == 0 or label_array.min() >= 0,
+            f"{path}: {split}_labels has negative values",
+        )
+        labels.append(label_array.astype(np.int64))
+    require(len(labels[0]) > 0, f"{path}: train_images is empty")
+    num_classes = int(max(labels[0].max(), labels[1].max(initial=0))) + 1
+    if names is None:
+        class_names = tuple(str(i) for i in range(num_classes))
+    else:
+        class_names = tuple(str(n) for n in names.tolist())
+        require(
+            len(class_names) >= num_classes,
+            f"{path}: labels go up to {num_classes - 1} but class_names has {len(class_names)} entries",
+        )
+    return _make_dataset(
+        path.stem, spec, str(path.resolve()), (images[0], labels[0], images[1], labels[1]), class_names
+    )
+
+
+# --------------------------------------------------------------------------- torchvision CIFAR-10
+
+
+def _load_torchvision_cifar10(root: Path, spec: str, ws: Workspace, *, download: bool, progress: bool) -> ImageDataset:
+    batches = root / "cifar-10-batches-py"
+    if not batches.is_dir():
+        if not download:
+            raise SampleSiftError(f"{root} holds no cifar-10-batches-py folder")
+        _download_cifar10(root)
+    listing = _listing(batches, sorted(p for p in batches.iterdir() if p.is_file()))
+    source_key = fingerprint_bytes(DECODER_VERSION, "torchvision-cifar10", str(batches.resolve()), listing)
+
+    def decode() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        import torchvision
+
+        try:
+            train = torchvision.datasets.CIFAR10(str(root), train=True, download=False)
+            test = torchvision.datasets.CIFAR10(str(root), train=False, download=False)
+        except RuntimeError as exc:
+            raise SampleSiftError(
+                f"the CIFAR-10 files in {batches} failed torchvision's integrity check ({exc}); "
+                "delete the folder and download again, or point --data at an image-folder copy"
+            ) from None
+        arrays = {
+            "train_images": np.ascontiguousarray(train.data),
+            "train_labels": np.asarray(train.targets, dtype=np.int64),
+            "test_images": np.ascontiguousarray(test.data),
+            "test_labels": np.asarray(test.targets, dtype=np.int64),
+        }
+        return arrays, {"class_names": list(train.classes)}
+
+    return _cached(ws, "cifar10", spec, str(root.resolve()), source_key, decode)
+
+
+def _download_cifar10(root: Path) -> None:
+    import torchvision
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        torchvision.datasets.CIFAR10(str(root), train=True, download=True)
+    except Exception as exc:  # torchvision raises URLError, OSError, RuntimeError...
+        raise SampleSiftError(
+            f"CIFAR-10 is not in {root} and could not be downloaded ({type(exc).__name__}: {exc}); "
+            "point --data at a local copy: an image-folder tree such as ../shared/datasets/cifar10, "
+            "or cifar10:DIR where DIR holds torchvision's cifar-10-batches-py"
+        ) from None
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def _scan_split(split_dir: Path) -> tuple[list[str], dict[str, list[tuple[str, int, int]]]]:
+    """Class folders of one split and their non-hidden files (name, size, mtime), sorted."""
+    classes: dict[str, list[tuple[str, int, int]]] = {}
+    loose: list[str] = []
+    with os.scandir(split_dir) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                files = []
+                with os.scandir(entry.path) as children:
+                    for child in children:
+                        if not child.name.startswith(".") and child.is_file():
+                            stat = child.stat()
+                            files.append((child.name, stat.st_size, stat.st_mtime_ns))
+                classes[entry.name] = sorted(files)
+            elif entry.is_file():
+                loose.append(entry.name)
+    return sorted(loose), dict(sorted(classes.items()))
+
+
+def _listing(base: Path, files: list[Path]) -> str:
+    """Path, size and mtime of every file: the input of a source fingerprint."""
+    lines = []
+    for file in files:
+        stat = file.stat()
+        lines.append(f"{file.relative_to(base)}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    return "\n".join(lines)
+
+
+def _decode_file(path: str) -> np.ndarray:
+    """Decode one image file to H x W x C uint8, C in {1, 2, 3, 4}; raise on failure."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    try:
+        tensor = decode_image(read_file(path), mode=ImageReadMode.UNCHANGED)
+        return tensor.permute(1, 2, 0).numpy()
+    except (RuntimeError, ValueError, TypeError):
+        pass  # formats torchvision cannot decode (BMP, TIFF, ...) go through Pillow
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        if image.mode not in ("L", "LA", "RGB", "RGBA"):
+            image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+        array = np.asarray(image)
+    return array if array.ndim == 3 else array[..., None]
+
+
+def _to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    if image.shape[2] in (2, 4):  # drop alpha
+        image = image[..., : image.shape[2] - 1]
+    if image.shape[2] == channels:
+        return image
+    if channels == 3:
+        return np.repeat(image, 3, axis=2)
+    # RGB to gray with the ITU-R 601 weights Pillow uses.
+    gray = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.rint(gray).clip(0, 255).astype(np.uint8)[..., None]
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    squeezed = image[..., 0] if image.shape[2] == 1 else image
+    resized = np.asarray(Image.fromarray(squeezed).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+    return resized if resized.ndim == 3 else resized[..., None]
+
+
+def _load_image_folder(root: Path, spec: str, ws: Workspace, *, bad_files: BadFiles, progress: bool) -> ImageDataset:
+    train_dir, test_dir = root / "train", root / "test"
+    if not (train_dir.is_dir() and test_dir.is_dir()):
+        raise SampleSiftError(
+            f"folder {root} has no train/ and test/ subfolders; expected {root}/train/<class>/<image> "
+            f"and {root}/test/<class>/<image> (the shared copy's layout)"
+        )
+    loose_train, train_classes = _scan_split(train_dir)
+    loose_test, test_classes = _scan_split(test_dir)
+    notes: list[str] = []
+    class_names = tuple(name for name, files in train_classes.items() if files)
+    for name, files in train_classes.items():
+        if not files:
+            notes.append(f"class folder train/{name} is empty and was left out")
+    require(
+        bool(class_names),
+        f"{train_dir} has no class folders with images; expected {train_dir}/<class>/<image>",
+    )
+    foreign = sorted(name for name, files in test_classes.items() if files and name not in class_names)
+    require(
+        not foreign,
+        f"test/ has classes that train/ lacks: {', '.join(foreign[:5])}; both splits must use the same class folders",
+    )
+    entries: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
+    listing_lines = []
+    for split, classes in (("train", train_classes), ("test", test_classes)):
+        for label, name in enumerate(class_names):
+            for file, size, mtime in classes.get(name, []):
+                rel = f"{split}/{name}/{file}"
+                entries[split].append((rel, label))
+                listing_lines.append(f"{rel}\t{size}\t{mtime}")
+    loose = [f"train/{f}" for f in loose_train] + [f"test/{f}" for f in loose_test]
+    if loose:
+        notes.append(f"{len(loose)} file(s) directly under train/ or test/ (not in a class folder) were ignored")
+    listing = "\n".join(listing_lines)
+    source_key = fingerprint_bytes(DECODER_VERSION, "image-folder", str(root.resolve()), bad_files, listing)
+
+    def decode() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return _decode_image_folder(root, entries, class_names, bad_files=bad_files, progress=progress, notes=notes)
+
+    return _cached(ws, root.resolve().name, spec, str(root.resolve()), source_key, decode)
+
+
+def _decode_image_folder(
+    root: Path,
+    entries: dict[str, list[tuple[str, int]]],
+    class_names: tuple[str, ...],
+    *,
+    bad_files: BadFiles,
+    progress: bool,
+    notes: list[str],
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    from tqdm.auto import tqdm
+
+    paths = [str(root / rel) for rel, _ in entries["train"] + entries["test"]]
+    bad: list[str] = []
+
+    def work(path: str) -> np.ndarray | None:
+        suffix = os.path.splitext(path)[1].lower()
+        if suffix not in IMAGE_EXTENSIONS:
+            return None
+        try:
+            return _decode_file(path)
+        except Exception:  # any decoder failure means the file is unusable
+            return None
+
+    # Sequential on purpose: torchvision's decoder is fast (~0.1 ms per CIFAR image) and a
+    # thread pool was measured slower here because of the GIL hand-offs.
+    decoded = [work(path) for path in tqdm(paths, disable=not progress, desc="decode", unit="img")]
+    for path, image in zip(paths, decoded, strict=True):
+        if image is None:
+            bad.append(os.path.relpath(path, root))
+    if bad and bad_files == "error":
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise SampleSiftError(
+            f"{len(bad)} file(s) in {root} are not readable images ({shown}); "
+            "fix or remove them, or pass --bad-images skip to leave them out"
+        )
+    good = [img for img in decoded if img is not None]
+    require(bool(good), f"no readable images in {root}")
+    channels = 3 if any(img.shape[2] >= 3 for img in good) else 1
+    size = Counter(img.shape[:2] for img in good).most_common(1)[0][0]
+    resized = 0
+    arrays: dict[str, np.ndarray] = {}
+    files: dict[str, list[str]] = {}
+    position = 0
+    for split in ("train", "test"):
+        images, labels, names = [], [], []
+        for rel, label in entries[split]:
+            image = decoded[position]
+            position += 1
+            if image is None:
+                continue
+            image = _to_channels(image, channels)
+            if image.shape[:2] != size:
+                image = _resize(image, size)
+                resized += 1
+            images.append(image)
+            labels.append(label)
+            names.append(rel)
+        shape = (0, *size, channels)
+        arrays[f"{split}_images"] = np.stack(images) if images else np.zeros(shape, np.uint8)
+        arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.int64)
+        files[split] = names
+    require(len(arrays["train_labels"]) > 0, f"no readable training images in {root / 'train'}")
+    if resized:
+        notes.append(f"{resized} image(s) differed from the common size {size[0]}x{size[1]} and were resized to it")
+    if bad:
+        notes.append(f"{len(bad)} unreadable or non-image file(s) were skipped")
+    meta = {
+        "class_names": list(class_names),
+        "train_files": files["train"],
+        "test_files": files["test"],
+        "skipped_files": bad,
+        "notes": notes,
+    }
+    return arrays, meta
+
+
+# --------------------------------------------------------------------------- the decode cache
+
+_ARRAY_NAMES = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def _cached(ws: Workspace, name: str, spec: str, source: str, source_key: str, decode: Any) -> ImageDataset:
+    """Return the cached decode of a source, decoding (and caching) it when absent or stale."""
+    cache_name = f"{_slug(name)}-{source_key[:16]}"
+    folder = ws.cache_dir / safe_name(cache_name, "cache name")
+    meta_path = folder / "meta.json"
+    if meta_path.is_file():
+        try:
+            meta = read_json(meta_path, "cache record")
+            if meta.get("source_key") == source_key:
+                arrays = {k: np.load(folder / f"{k}.npy", allow_pickle=False) for k in _ARRAY_NAMES}
+                return _dataset_from_cache(name, spec, source, arrays, meta)
+        except (SampleSiftError, OSError, ValueError):
+            pass  # a damaged cache entry is simply decoded again
+    arrays, meta = decode()
+    class_names = tuple(meta["class_names"])
+    meta["fingerprint"] = content_fingerprint(*(arrays[k] for k in _ARRAY_NAMES), class_names)
+    meta["source_key"] = source_key
+    meta["source"] = source
+    with atomic_directory(folder) as tmp:
+        for key in _ARRAY_NAMES:
+            np.save(tmp / f"{key}.npy", arrays[key], allow_pickle=False)
+        atomic_write_json(tmp / "meta.json", meta)
+    _remove_stale_caches(ws, folder, source)
+    return _dataset_from_cache(name, spec, source, arrays, meta)
+
+
+def _remove_stale_caches(ws: Workspace, keep: Path, source: str) -> None:
+    """Delete older cache entries of the same source: they can never be served again."""
+
+    for other in ws.cache_dir.iterdir():
+        if other == keep or not (other / "meta.json").is_file():
+            continue
+        try:
+            if read_json(other / "meta.json").get("source") == source:
+                shutil.rmtree(other, ignore_errors=True)
+        except SampleSiftError:
+            continue
+
+
+def _dataset_from_cache(
+    name: str, spec: str, source: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]
+) -> ImageDataset:
+    train_files = meta.get("train_files")
+    test_files = meta.get("test_files")
+    notes = tuple(meta.get("notes", ()))
+    skipped = tuple(meta.get("skipped_files", ()))
+    for note in notes:
+        warnings.warn(f"{source}: {note}", stacklevel=3)
+    return _make_dataset(
+        _slug(name),
+        spec,
+        source,
+        tuple(arrays[k] for k in _ARRAY_NAMES),  # type: ignore[arg-type]
+        tuple(meta["class_names"]),
+        fingerprint=meta["fingerprint"],
+        train_files=None if train_files is None else tuple(train_files),
+        test_files=None if test_files is None else tuple(test_files),
+        skipped_files=skipped,
+        notes=notes,
+    )
+
+
+def _slug(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-_")
+    return cleaned or "data"

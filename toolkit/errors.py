@@ -1,0 +1,23 @@
+"""The one exception type users see.
+
+Every problem a user can fix (a missing path, a budget out of range, a selection made on
+another data set) raises :class:`SampleSiftError` with a one-line message that names the
+problem and says what to do. The CLI prints that line and exits non-zero; the app shows it
+on the page; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class SampleSiftError(ValueError):
+    """A problem with the user's input, data or workspace, explained in one line."""
+
+
+class NonFiniteLossError(SampleSiftError):
+    """Training produced a NaN or infinite loss; the last good checkpoint was kept."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`SampleSiftError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise SampleSiftError(message)

@@ -1,0 +1,271 @@
+"""Selections as artifacts: run a selector on a data set's embedding and save a manifest.
+
+A selection manifest (JSON) records everything needed to trust and reproduce it: the
+method, its parameters and seed, the budget, the data set's and the embedding's
+fingerprints, library versions, the selected indices with their scores and (for
+per-dimension rules) the dimension that picked each, and the class counts. Manifests live
+in ``<workspace>/datasets/<key>/selections/<name>.json`` and are addressed by name or path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.artifacts import atomic_write_json, fingerprint_arrays, read_json, safe_name, versions
+from toolkit.data import ImageDataset
+from toolkit.errors import SampleSiftError, require
+from toolkit.selectors import SelectionResult, get_selector
+from toolkit.workspace import Workspace, as_workspace
+
+MANIFEST_FORMAT = "samplesift.selection/1"
+
+
+def resolve_budget(n: int, size: int | None = None, fraction: float | None = None) -> int:
+    """The number of samples to select from ``size`` or ``fraction`` (exactly one given)."""
+    require((size is None) != (fraction is None), "give exactly one of --size or --fraction")
+    if fraction is not None:
+        require(
+            0.0 < float(fraction) <= 1.0,
+            f"--fraction must be in (0, 1], got {fraction}",
+        )
+        size = max(1, round(float(fraction) * n))
+    assert size is not None
+    require(
+        isinstance(size, (int, np.integer)) and not isinstance(size, bool) and 1 <= size <= n,
+        f"--size must be between 1 and {n} (the training samples), got {size}",
+    )
+    return int(size)
+
+
+@dataclass
+class Selection:
+    """A saved (or ready to save) selection manifest."""
+
+    manifest: dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def method(self) -> str:
+        return str(self.manifest["method"])
+
+    @property
+    def indices(self) -> np.ndarray:
+        return np.asarray(self.manifest["indices"], dtype=np.int64)
+
+    @property
+    def scores(self) -> np.ndarray:
+        """The rule's score of each selected sample, aligned with :attr:`indices`."""
+        return np.asarray(self.manifest["scores"], dtype=np.float64)
+
+    @property
+    def picked_by(self) -> np.ndarray:
+        return np.asarray(self.manifest["picked_by"], dtype=np.int64)
+
+    @property
+    def size(self) -> int:
+        return int(self.manifest["size"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.manifest["fingerprint"])
+
+    @property
+    def dataset_fingerprint(self) -> str:
+        return str(self.manifest["dataset"]["fingerprint"])
+
+    def describe(self) -> dict[str, Any]:
+        """What a training run records about the selection it used."""
+        m = self.manifest
+        return {
+            "name": self.name,
+            "path": None if self.path is None else str(self.path),
+            "method": self.method,
+            "size": self.size,
+            "balanced": m.get("balanced", False),
+            "seed": m.get("seed"),
+            "params": m.get("params", {}),
+            "fingerprint": self.fingerprint,
+            "dataset_fingerprint": self.dataset_fingerprint,
+            "embedding_fingerprint": (m.get("embedding") or {}).get("fingerprint"),
+        }
+
+    def check_dataset(self, dataset: ImageDataset) -> None:
+        """Refuse to use this selection with a data set it was not made on."""
+        recorded = self.manifest["dataset"]
+        if recorded["fingerprint"] != dataset.fingerprint:
+            raise SampleSiftError(
+                f"selection {self.name!r} was made on data set {recorded.get('key')} "
+                f"({recorded.get('spec')}), not on {dataset.key} ({dataset.spec}); "
+                f"make a new one with `samplesift select --data {dataset.spec}"
+                + (f" --max-per-class {dataset.max_per_class}" if dataset.max_per_class else "")
+                + " ...`"
+            )
+
+    def save(self, path: str | Path) -> Path:
+        self.path = atomic_write_json(path, self.manifest)
+        return self.path
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Selection:
+        manifest = read_json(path, "selection manifest")
+        require(
+            isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT,
+            f"{path} is not a SampleSift selection manifest (format {MANIFEST_FORMAT})",
+        )
+        missing = [k for k in ("name", "method", "indices", "size", "dataset", "fingerprint") if k not in manifest]
+        require(not missing, f"selection manifest {path} lacks {', '.join(missing)}; recreate it")
+        selection = cls(manifest, Path(path).resolve())
+        require(
+            fingerprint_arrays(selection.indices) == selection.fingerprint,
+            f"selection manifest {path} was edited: its indices do not match its fingerprint; recreate it",
+        )
+        return selection
+
+
+def default_name(method: str, size: int, seed: int, balanced: bool) -> str:
+    suffix = "-balanced" if balanced and method != "random-balanced" else ""
+    return f"{method}{suffix}-k{size}-seed{seed}"
+
+
+def build_manifest(
+    result: SelectionResult,
+    dataset: ImageDataset,
+    *,
+    name: str,
+    embedding: dict[str, Any] | None,
+    score_meaning: str,
+    source: str,
+) -> dict[str, Any]:
+    """The manifest of a selector result on ``dataset``."""
+    indices = result.indices
+    counts = np.bincount(dataset.train_labels[indices], minlength=dataset.num_classes)
+    return {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "method": result.method,
+        "params": result.params,
+        "seed": result.seed,
+        "balanced": result.balanced,
+        "size": result.size,
+        "fraction": result.size / dataset.num_train,
+        "dataset": dataset.describe(),
+        "embedding": embedding,
+        "score_meaning": score_meaning,
+        "source": source,
+        "class_counts": {n: int(c) for n, c in zip(dataset.class_names, counts, strict=True)},
+        "info": result.info,
+        "fingerprint": fingerprint_arrays(indices),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "versions": versions(),
+        "indices": indices.tolist(),
+        "scores": result.scores[indices].tolist(),
+        "picked_by": result.picked_by.tolist(),
+    }
+
+
+def make_selection(
+    dataset: ImageDataset,
+    method: str,
+    *,
+    size: int | None = None,
+    fraction: float | None = None,
+    balanced: bool = False,
+    seed: int = 0,
+    name: str | None = None,
+    params: dict[str, Any] | None = None,
+    workspace: Workspace | str | Path | None = None,
+    autoencoder: str = "default",
+    save: bool = True,
+) -> Selection:
+    """Run a selector on the data set's embedding and (by default) save the manifest.
+
+    Args:
+        dataset: the data set to select training samples from.
+        method: a registry name (see :func:`toolkit.selectors.available`).
+        size, fraction: the budget, as a count or a share of the training set.
+        balanced: per-class quotas proportional to class frequency.
+        seed: seeds the selector.
+        name: manifest name (default ``<method>-k<size>-seed<seed>``).
+        params: selector parameters.
+        workspace: where the embedding is read and the manifest written.
+        autoencoder: which trained autoencoder's embedding to use.
+        save: write the manifest into the workspace.
+    """
+    ws = as_workspace(workspace)
+    selector = get_selector(method, **(params or {}))
+    k = resolve_budget(dataset.num_train, size, fraction)
+    name = safe_name(name or default_name(method, k, seed, balanced), "selection name")
+    if selector.needs_embeddings:
+        from toolkit.embed import load_embedding
+
+        embedding = load_embedding(dataset, workspace=ws, name=autoencoder)
+        vectors: np.ndarray = embedding.vectors
+        embedding_record: dict[str, Any] | None = embedding.describe()
+    else:
+        vectors = np.zeros((dataset.num_train, 0), dtype=np.float32)
+        embedding_record = None
+    result = selector.select(vectors, k, labels=dataset.train_labels, seed=seed, balanced=balanced)
+    manifest = build_manifest(
+        result,
+        dataset,
+        name=name,
+        embedding=embedding_record,
+        score_meaning=selector.score_meaning,
+        source=selector.source,
+    )
+    selection = Selection(manifest)
+    if save:
+        selection.save(ws.selection_path(dataset.key, name))
+    return selection
+
+
+def load_selection(
+    selection: str | Path,
+    dataset: ImageDataset | None = None,
+    *,
+    workspace: Workspace | str | Path | None = None,
+) -> Selection:
+    """A selection by manifest path, or by name among ``dataset``'s saved selections.
+
+    With ``dataset`` given, a selection made on other data is refused.
+    """
+    ws = as_workspace(workspace)
+    text = str(selection)
+    path = Path(text).expanduser()
+    if not (path.suffix == ".json" or path.exists()):
+        require(dataset is not None, f"selection {text!r} is a name; a data set is needed to find it")
+        assert dataset is not None
+        path = ws.selection_path(dataset.key, text)
+        if not path.exists():
+            known = sorted(p.stem for p in ws.selections_dir(dataset.key).glob("*.json"))
+            raise SampleSiftError(
+                f"no selection named {text!r} for data set {dataset.key}; "
+                + (f"saved ones: {', '.join(known[:8])}" if known else "make one with `samplesift select`")
+            )
+    loaded = Selection.from_file(path)
+    if dataset is not None:
+        loaded.check_dataset(dataset)
+    return loaded
+
+
+def list_selections(dataset: ImageDataset, *, workspace: Workspace | str | Path | None = None) -> list[Selection]:
+    """Every saved selection of a data set, oldest first."""
+    folder = as_workspace(workspace).selections_dir(dataset.key)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime):
+        try:
+            found.append(Selection.from_file(path))
+        except SampleSiftError:
+            continue
+    return found

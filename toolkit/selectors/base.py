@@ -1,0 +1,241 @@
+"""The selector interface: embeddings + budget (+ labels, seed) -> a selection.
+
+Every selector is a small object with a uniform interface, in the spirit of scikit-learn::
+
+    selector = get_selector("topk-activation")
+    result = selector.select(embeddings, k=4320, labels=labels, seed=0, balanced=False)
+    result.indices      # exactly k unique sample indices, in pick order
+    result.scores       # one score per sample (higher = preferred by the rule)
+    result.picked_by    # per selected sample: the dimension/cluster/rule that picked it
+
+Embeddings may be a NumPy array or a torch tensor on any device; selectors compute in torch
+on the embeddings' device, so CUDA embeddings are selected on the GPU. ``balanced=True``
+gives every class a quota proportional to its frequency (largest remainders) and runs the
+selector inside each class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from toolkit.errors import SampleSiftError, require
+
+
+@dataclass
+class SelectionResult:
+    """What a selector returns.
+
+    Attributes:
+        indices: (k,) int64, unique, in the order the rule picked them.
+        scores: (N,) float64, the rule's per-sample score (see the selector's
+            ``score_meaning``); higher means more preferred.
+        picked_by: (k,) int64, the dimension, cluster or rule that picked each selected
+            sample, or -1 where that does not apply.
+        method: registry name of the selector.
+        params: the selector's parameters.
+        seed: the seed used.
+        balanced: whether per-class quotas were applied.
+        info: free-form facts about the run (quotas, iterations, objective values, ...).
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray
+    picked_by: np.ndarray
+    method: str
+    params: dict[str, Any]
+    seed: int
+    balanced: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.indices)
+
+    def mask(self, n: int | None = None) -> np.ndarray:
+        """Boolean mask over all N samples, True where selected."""
+        out = np.zeros(n if n is not None else len(self.scores), dtype=bool)
+        out[self.indices] = True
+        return out
+
+
+def as_tensor(embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Validate embeddings (N x d, finite) and return them as a float32 torch tensor."""
+    if isinstance(embeddings, torch.Tensor):
+        tensor = embeddings.detach()
+    else:
+        array = np.asarray(embeddings)
+        require(
+            np.issubdtype(array.dtype, np.number),
+            f"embeddings must be numeric, got dtype {array.dtype}",
+        )
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    require(tensor.ndim == 2, f"embeddings must be a 2-d N x d array, got shape {tuple(tensor.shape)}")
+    require(tensor.shape[0] >= 1, "embeddings are empty (N = 0); there is nothing to select from")
+    tensor = tensor.to(torch.float32)
+    if tensor.numel():
+        bad = int((~torch.isfinite(tensor)).any(dim=1).sum())
+        require(
+            bad == 0,
+            f"embeddings hold NaN or infinite values in {bad} row(s); recompute them (samplesift embed) "
+            "or drop those samples before selecting",
+        )
+    return tensor
+
+
+def check_budget(k: int, n: int) -> int:
+    """``k`` must be an integer in [1, n]."""
+    require(
+        isinstance(k, (int, np.integer)) and not isinstance(k, bool),
+        f"the budget must be a whole number, got {k!r}",
+    )
+    k = int(k)
+    require(1 <= k <= n, f"the budget K = {k} is out of range: choose 1 <= K <= {n} (the number of samples)")
+    return k
+
+
+def check_labels(labels: np.ndarray | torch.Tensor | None, n: int) -> np.ndarray | None:
+    if labels is None:
+        return None
+    array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    require(array.ndim == 1 and len(array) == n, f"labels must be one per sample ({n}), got shape {array.shape}")
+    require(np.issubdtype(array.dtype, np.integer), f"labels must be integers, got dtype {array.dtype}")
+    require(len(array) == 0 or array.min() >= 0, "labels must be non-negative class indices")
+    return array.astype(np.int64)
+
+
+def class_quotas(labels: np.ndarray, k: int) -> dict[int, int]:
+    """Per-class budgets proportional to class frequency, rounded by largest remainders.
+
+    The quotas sum to exactly ``k``; ties in the remainders go to the lower class index.
+    """
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * (k / counts.sum())
+    quotas = np.floor(exact).astype(np.int64)
+    short = k - int(quotas.sum())
+    order = np.lexsort((classes, -(exact - quotas)))  # largest remainder first, then class index
+    quotas[order[:short]] += 1
+    return {int(c): int(q) for c, q in zip(classes, quotas, strict=True)}
+
+
+def derive_seed(seed: int, *salt: int) -> int:
+    """A seed for a sub-problem (a class in balanced mode) derived from the user's seed."""
+    return int(np.random.SeedSequence([int(seed), *salt]).generate_state(1)[0])
+
+
+class Selector:
+    """Base class: subclasses implement :meth:`_select` on one pool of samples.
+
+    Class attributes:
+        name: the registry name.
+        needs_embeddings: False for rules that only need the sample count (random).
+        always_balanced: True for rules that are class-balanced by definition.
+        score_meaning: what :attr:`SelectionResult.scores` means for this rule.
+        source: where the rule comes from (paper, library, article).
+    """
+
+    name: ClassVar[str] = ""
+    needs_embeddings: ClassVar[bool] = True
+    always_balanced: ClassVar[bool] = False
+    score_meaning: ClassVar[str] = ""
+    source: ClassVar[str] = ""
+
+    def __init__(self, **params: Any) -> None:
+        unknown = sorted(set(params) - set(self.default_params()))
+        if unknown:
+            raise SampleSiftError(
+                f"selector {self.name!r} has no parameter(s) {', '.join(unknown)}; "
+                f"it takes {', '.join(self.default_params()) or 'none'}"
+            )
+        self.params = {**self.default_params(), **params}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        return {}
+
+    def select(
+        self,
+        embeddings: np.ndarray | torch.Tensor,
+        k: int,
+        *,
+        labels: np.ndarray | torch.Tensor | None = None,
+        seed: int = 0,
+        balanced: bool = False,
+    ) -> SelectionResult:
+        """Pick exactly ``k`` unique samples.
+
+        Args:
+            embeddings: N x d array or tensor (N x 0 is fine for rules that need no embedding).
+            k: the budget, 1 <= k <= N.
+            labels: class index per sample; required with ``balanced=True``.
+            seed: seeds every random choice the rule makes.
+            balanced: per-class quotas proportional to class frequency.
+        """
+        x = as_tensor(embeddings)
+        n = int(x.shape[0])
+        k = check_budget(k, n)
+        y = check_labels(labels, n)
+        info: dict[str, Any] = {}
+        balanced = balanced or self.always_balanced
+        if balanced:
+            require(y is not None, f"balanced selection needs labels; {self.name} got none")
+            assert y is not None
+            quotas = class_quotas(y, k)
+            scores = np.zeros(n, dtype=np.float64)
+            picked_parts, by_parts = [], []
+            for cls, quota in quotas.items():
+                members = np.flatnonzero(y == cls)
+                local_idx, local_scores, local_by = self._run(x, members, quota, derive_seed(seed, cls))
+                scores[members] = local_scores
+                if quota:
+                    picked_parts.append(members[local_idx])
+                    by_parts.append(local_by)
+            indices = np.concatenate(picked_parts) if picked_parts else np.zeros(0, np.int64)
+            picked_by = np.concatenate(by_parts) if by_parts else np.zeros(0, np.int64)
+            info["quotas"] = {str(c): q for c, q in quotas.items()}
+        else:
+            indices, scores, picked_by = self._run(x, np.arange(n), k, seed)
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(np.unique(indices)) != k:  # a broken rule must never pass silently
+            raise RuntimeError(f"selector {self.name} returned {len(np.unique(indices))} unique of {k} indices")
+        return SelectionResult(
+            indices=indices,
+            scores=np.asarray(scores, dtype=np.float64),
+            picked_by=np.asarray(picked_by, dtype=np.int64),
+            method=self.name,
+            params=dict(self.params),
+            seed=int(seed),
+            balanced=bool(balanced),
+            info=info,
+        )
+
+    def _run(
+        self, x: torch.Tensor, members: np.ndarray, k: int, seed: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Run the rule on the rows ``members`` of ``x``; indices are positions in ``members``."""
+        if k == 0:
+            return np.zeros(0, np.int64), np.zeros(len(members)), np.zeros(0, np.int64)
+        pool = x if len(members) == x.shape[0] else x[torch.as_tensor(members, device=x.device)]
+        indices, scores, picked_by = self._select(pool, k, seed)
+        return (
+            _to_numpy(indices).astype(np.int64),
+            _to_numpy(scores).astype(np.float64),
+            _to_numpy(picked_by).astype(np.int64) if picked_by is not None else np.full(k, -1, np.int64),
+        )
+
+    def _select(
+        self, x: torch.Tensor, k: int, seed: int
+    ) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor, np.ndarray | torch.Tensor | None]:
+        """Return (indices into x, per-row scores, picked_by or None). 1 <= k <= len(x)."""
+        raise NotImplementedError
+
+
+def _to_numpy(value: np.ndarray | torch.Tensor) -> np.ndarray:
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)

@@ -1,0 +1,68 @@
+"""Where SampleSift keeps what it computes.
+
+A workspace is one folder (``--workspace DIR``, else ``$SAMPLESIFT_WORKSPACE``, else
+``./workspace``)::
+
+    workspace/
+      cache/datasets/<source-key>/      decoded uint8 arrays of a data source
+      datasets/<dataset-key>/           everything derived from one data set version
+        autoencoders/<name>/            weights, embeddings, manifest
+        selections/<name>.json          selection manifests
+      runs/<run-id>/                    training runs (config, metrics, summary, checkpoint)
+      downloads/                        torchvision downloads, when the user asks for them
+
+A data set's key is its name plus the first characters of its content fingerprint, so a
+changed source gets a fresh folder and stale artifacts are never picked up by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from toolkit.artifacts import confined_path, safe_name
+
+DEFAULT_WORKSPACE = "workspace"
+
+
+class Workspace:
+    """Paths inside a workspace folder; creates nothing until something is written."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        chosen = root or os.environ.get("SAMPLESIFT_WORKSPACE") or DEFAULT_WORKSPACE
+        self.root = Path(chosen).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache" / "datasets"
+
+    @property
+    def downloads_dir(self) -> Path:
+        return self.root / "downloads"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    def dataset_dir(self, dataset_key: str) -> Path:
+        return confined_path(self.root, "datasets", safe_name(dataset_key, "data set key"))
+
+    def autoencoder_dir(self, dataset_key: str, name: str = "default") -> Path:
+        return confined_path(self.dataset_dir(dataset_key), "autoencoders", safe_name(name, "autoencoder name"))
+
+    def selections_dir(self, dataset_key: str) -> Path:
+        return self.dataset_dir(dataset_key) / "selections"
+
+    def selection_path(self, dataset_key: str, name: str) -> Path:
+        return confined_path(self.selections_dir(dataset_key), f"{safe_name(name, 'selection name')}.json")
+
+    def run_dir(self, run_id: str) -> Path:
+        return confined_path(self.runs_dir, safe_name(run_id, "run id"))
+
+
+def as_workspace(workspace: Workspace | str | Path | None) -> Workspace:
+    """Accept a :class:`Workspace`, a path or ``None`` (the default workspace)."""
+    return workspace if isinstance(workspace, Workspace) else Workspace(workspace)
