@@ -287,7 +287,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     import numpy as np
 
     from toolkit.embed import load_embedding, reconstruct
-    from toolkit.viz import figure4_image, save_png
+    from toolkit.viz.images import figure4_image, save_png
 
     dataset = _load(args)
     embedding = load_embedding(dataset, workspace=args.workspace, name=args.autoencoder)

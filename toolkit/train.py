@@ -290,12 +290,7 @@ class _Trainer:
         else:
             configure_threads()
         self.dtype = resolve_precision(self.device, config.precision)
-        self.crop = config.crop or dataset.default_crop
-        height, width = dataset.image_shape[:2]
-        require(
-            self.crop <= min(height, width),
-            f"--crop {self.crop} is larger than the images ({height}x{width}); choose at most {min(height, width)}",
-        )
+        self.crop = config.crop or dataset.default_crop  # checked against the image size by prepare()
         self.augment = AugmentConfig(crop=self.crop, brightness=config.brightness, contrast=config.contrast)
         self.images = to_device_images(dataset.train_images, self.device)
         self.labels = torch.as_tensor(dataset.train_labels, device=self.device)
@@ -600,6 +595,42 @@ class _Trainer:
 # --------------------------------------------------------------------------- public API
 
 
+def prepare(
+    dataset: ImageDataset,
+    config: TrainConfig,
+    *,
+    selection: Selection | str | Path | None = None,
+    workspace: Workspace | str | Path | None = None,
+    name: str | None = None,
+) -> Run:
+    """Validate a run and record it in the run store as ``queued``, without training.
+
+    Everything is checked up front (config values, the selection's data set), so a queued
+    run can be started later by any process with :func:`resume` (``samplesift train
+    --resume RUN``): that is how the app and sweeps hand runs to background workers.
+    """
+    config.validate()
+    ws = as_workspace(workspace)
+    if selection is not None and not isinstance(selection, Selection):
+        selection = load_selection(selection, dataset, workspace=ws)
+    require(
+        selection is not None or config.split == 0,
+        f"--split {config.split} trains on a subset first, so it needs --selection NAME|PATH (or use --split 0)",
+    )
+    if selection is not None:
+        selection.check_dataset(dataset)
+    crop, side = config.crop or dataset.default_crop, min(dataset.image_shape[:2])
+    require(crop <= side, f"--crop {crop} is larger than the images ({side} pixels); choose at most {side}")
+    run_config = {
+        "kind": "train",
+        "train": config.to_dict(),
+        "dataset": {**dataset.describe(), "bad_files": "skip" if dataset.skipped_files else "error"},
+        "selection": None if selection is None else selection.describe(),
+        "versions": versions(),
+    }
+    return RunStore(ws).create(run_config, name=name)
+
+
 def train(
     dataset: ImageDataset,
     config: TrainConfig,
@@ -623,33 +654,19 @@ def train(
     Returns:
         The finished :class:`Run`; ``run.summary()`` has the final figures.
     """
-    config.validate()
     ws = as_workspace(workspace)
     if selection is not None and not isinstance(selection, Selection):
         selection = load_selection(selection, dataset, workspace=ws)
-    require(
-        selection is not None or config.split == 0,
-        f"--split {config.split} trains on a subset first, so it needs --selection NAME|PATH (or use --split 0)",
-    )
-    if selection is not None:
-        selection.check_dataset(dataset)
-    run_config = {
-        "kind": "train",
-        "train": config.to_dict(),
-        "dataset": {**dataset.describe(), "bad_files": "skip" if dataset.skipped_files else "error"},
-        "selection": None if selection is None else selection.describe(),
-        "versions": versions(),
-    }
-    run = RunStore(ws).create(run_config, name=name)
+    run = prepare(dataset, config, selection=selection, workspace=ws, name=name)
     return _execute(run, dataset, selection, config, progress, checkpoint=None)
 
 
 def resume(run: str | Path, *, workspace: Workspace | str | Path | None = None, progress: bool = True) -> Run:
-    """Continue an interrupted run from its last checkpoint.
+    """Start a queued run, or continue an interrupted or failed one from its last checkpoint.
 
     The data set is reloaded from the recorded spec and must have the recorded fingerprint;
-    the selection likewise. On CPU the resumed run ends with exactly the weights an
-    uninterrupted run would have.
+    the selection likewise. On CPU a resumed run ends with exactly the weights an
+    uninterrupted run would have. A run without a checkpoint starts from step 0.
     """
     ws = as_workspace(workspace)
     run_obj = RunStore(ws).get(run)
@@ -677,9 +694,9 @@ def resume(run: str | Path, *, workspace: Workspace | str | Path | None = None, 
         selection = load_selection(config_record["selection"]["path"], dataset, workspace=ws)
         require(
             selection.fingerprint == config_record["selection"]["fingerprint"],
-            f"selection {selection.name} changed since run {run_obj.id} started; it cannot be resumed",
+            f"selection {selection.name} changed since run {run_obj.id} was made; it cannot be resumed",
         )
-    checkpoint = run_obj.load_checkpoint()
+    checkpoint = run_obj.load_checkpoint() if run_obj.checkpoint_path.exists() else None
     config = TrainConfig.from_dict(config_record["train"])
     return _execute(run_obj, dataset, selection, config, progress, checkpoint=checkpoint)
 
@@ -697,7 +714,7 @@ def _execute(
         trainer = _Trainer(dataset, selection, config, run, progress)
         if checkpoint is not None:
             trainer.restore(checkpoint)
-            run.truncate_metrics(trainer.state.step)
+        run.truncate_metrics(trainer.state.step)
         final = trainer.train()
         run.write_summary(trainer.summary(final))
     except KeyboardInterrupt:

@@ -1,8 +1,4 @@
-"""Pictures of data, embeddings and selections.
-
-Plain NumPy/Pillow images here (for the CLI and reports); interactive plotly figures for the
-app and notebooks build on the same helpers.
-"""
+"""Static images (NumPy/Pillow): the paper's Fig. 4 grid and PNG output, used by the CLI."""
 
 from __future__ import annotations
 
