@@ -146,6 +146,22 @@ def test_sweep_skips_finished_runs_and_only_runs_what_is_new(tmp_path: Path) -> 
     assert len(list(RunStore(tmp_path))) == 4  # no duplicate run folders
 
 
+def test_runs_queued_by_another_live_sweep_are_left_alone(tmp_path: Path) -> None:
+    from toolkit.artifacts import atomic_write_json, read_json
+
+    spec = tiny_spec(selectors=("random",), splits=(1.0,))
+    plan = plan_sweep(spec, workspace=tmp_path)
+    (task,) = plan.prepare()  # queued by this process: ours to run
+    assert plan_sweep(spec, workspace=tmp_path).counts()["resume"] == 1
+    status_path = tmp_path / "runs" / task.run_id / "status.json"
+    atomic_write_json(status_path, {**read_json(status_path), "pid": os.getppid()})  # a live process, not us
+    assert plan_sweep(spec, workspace=tmp_path).counts() == {"new": 0, "finished": 0, "resume": 0, "running": 1}
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    atomic_write_json(status_path, {**read_json(status_path), "pid": dead.pid})  # its sweep was killed
+    assert plan_sweep(spec, workspace=tmp_path).counts()["resume"] == 1
+
+
 def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path: Path) -> None:
     workspace, out = tmp_path / "ws", tmp_path / "out"
     args = ["--data", "digits", "--workspace", str(workspace), "--selectors", "random", "--sizes", "100"]
@@ -157,7 +173,7 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path: Pa
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a safety net only: a loaded machine can be very slow
     try:
         while time.monotonic() < deadline:
             states = [run.status().get("state") for run in RunStore(workspace)]
@@ -196,7 +212,8 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path: Pa
 def test_ray_and_local_executors_agree(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'samplesift[ray]')")
     spec = tiny_spec()
-    local = run_sweep(spec, workspace=tmp_path / "local", executor=LocalExecutor(threads=1))
+    # local worker processes (spawned, one torch thread each) against Ray tasks (one CPU each)
+    local = run_sweep(spec, workspace=tmp_path / "local", executor=LocalExecutor(workers=2))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         remote = run_sweep(spec, workspace=tmp_path / "ray", executor=RayExecutor(cpus_per_run=1))
@@ -215,15 +232,6 @@ def test_ray_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(SampleSiftError, match=r"pip install 'samplesift\[ray\]'"):
         sweep_executor("ray")
-
-
-def test_local_worker_processes_give_the_same_results(tmp_path: Path) -> None:
-    sequential = run_sweep(tiny_spec(splits=(1.0,)), workspace=tmp_path / "a", executor=LocalExecutor(threads=1))
-    parallel = run_sweep(tiny_spec(splits=(1.0,)), workspace=tmp_path / "b", executor=LocalExecutor(workers=2))
-    key = ["selector", "seed"]
-    a = sequential.table.sort_values(key)[["selector", "test_accuracy", "final_train_loss"]].reset_index(drop=True)
-    b = parallel.table.sort_values(key)[["selector", "test_accuracy", "final_train_loss"]].reset_index(drop=True)
-    pd.testing.assert_frame_equal(a, b)
 
 
 # --------------------------------------------------------------------------- statistics
