@@ -45,6 +45,8 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -704,18 +706,35 @@ class LocalExecutor:
                     on_done(outcomes[-1])
             return outcomes
         threads = self.threads or 1
-        context = multiprocessing.get_context("spawn")
-        # Leaving the block (normally, on an error or on an interrupt) terminates the workers.
-        with context.Pool(min(self.workers, len(tasks)), initializer=_worker_init) as pool:
-            for outcome in pool.imap_unordered(_execute_with_threads, [(task, threads) for task in tasks]):
+        pool = ProcessPoolExecutor(
+            min(self.workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+        )
+        try:
+            futures = {pool.submit(execute_task, task, threads): task for task in tasks}
+            for future in as_completed(futures):
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:
+                    raise SampleSiftError(
+                        f"a worker process died while running {futures[future].label or futures[future].run_id} "
+                        "(killed, or out of memory); finished runs are kept: run the same sweep again to resume "
+                        "the others"
+                    ) from None
                 outcomes.append(outcome)
                 if on_done:
                     on_done(outcome)
+        except BaseException:
+            _terminate_workers(pool)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return outcomes
 
 
-def _execute_with_threads(args: tuple[RunTask, int]) -> TaskOutcome:
-    return execute_task(*args)
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool's workers now (their runs record ``interrupted``); Python < 3.14 has no public call."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.terminate()
 
 
 def _import_ray() -> Any:
