@@ -310,12 +310,13 @@ def train_autoencoder(
         crop <= min(dataset.image_shape[:2]),
         f"--crop {crop} is larger than the images {dataset.image_shape[:2]}",
     )
+    device = resolve_device(config.device)  # before the lock file: a bad --device changes nothing
     with exclusive_lock(
         _lock_path(ws, dataset.key, name),
         f"autoencoder {name!r} of {dataset.key} is being trained by another process; "
         "wait for it, or choose another --name",
     ):
-        return _train_autoencoder_locked(dataset, config, ws, name, final_dir, partial, crop, resume, progress)
+        return _train_autoencoder_locked(dataset, config, ws, name, final_dir, partial, crop, device, resume, progress)
 
 
 def _train_autoencoder_locked(
@@ -326,6 +327,7 @@ def _train_autoencoder_locked(
     final_dir: Path,
     partial: Path,
     crop: int,
+    device: torch.device,
     resume: bool,
     progress: bool,
 ) -> Embedding:
@@ -351,7 +353,6 @@ def _train_autoencoder_locked(
                 + (f" ({', '.join(changed)} differ)" if changed else "")
                 + "; rerun with the same settings to resume it, or without --resume to start over"
             )
-    device = resolve_device(config.device)
     if device.type == "cuda":
         configure_cuda()
     else:

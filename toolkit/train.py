@@ -734,6 +734,7 @@ def prepare(
     if selection is not None:
         selection.check_dataset(dataset)
         selection.check_embedding_current(dataset, ws)
+    resolve_device(config.device)  # --device cuda without a GPU: say so before recording the run
     crop, side = config.crop or dataset.default_crop, min(dataset.image_shape[:2])
     require(crop <= side, f"--crop {crop} is larger than the images ({side} pixels); choose at most {side}")
     require(
