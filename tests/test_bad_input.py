@@ -15,11 +15,9 @@ sizes, grayscale mixed with colour, palette and 16-bit PNGs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
-import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,46 +27,20 @@ import pytest
 import torch
 from PIL import Image
 
-from toolkit import cli
 from toolkit.artifacts import atomic_write_json, fingerprint_arrays
 from toolkit.data import load_dataset
 from toolkit.embed import AutoencoderConfig, train_autoencoder
 from toolkit.errors import SampleSiftError
 from toolkit.runs import RunStore
 from toolkit.selection import make_selection
-from toolkit.train import TrainConfig, train
+from toolkit.train import TrainConfig, prepare, train
 from toolkit.workspace import Workspace
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+RunCli = Callable[[list[str]], tuple[int, str]]
+Snapshot = Callable[[Path], dict]
+
 # --------------------------------------------------------------------------- helpers
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, str] | str]:
-    """Every folder and file under ``root`` (hidden ones too): path -> (size, sha256) or "dir"."""
-    tree: dict[str, tuple[int, str] | str] = {}
-    if not root.exists():
-        return tree
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        if path.is_symlink():
-            tree[rel] = f"link -> {path.readlink()}"
-        elif path.is_dir():
-            tree[rel] = "dir"
-        else:
-            data = path.read_bytes()
-            tree[rel] = (len(data), hashlib.sha256(data).hexdigest())
-    return tree
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Run ``samplesift ARGV`` in this process; return (exit code, stderr)."""
-    previous = signal.getsignal(signal.SIGTERM)  # main() installs its own handler
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:  # argparse's own errors
-        code = int(exc.code or 0)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return code, capsys.readouterr().err
 
 
 def write_folder(
@@ -92,18 +64,8 @@ def noise(shape: tuple[int, ...], seed: int, count: int = 4) -> list[np.ndarray]
 # --------------------------------------------------------------------------- the workspace
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Train with one torch thread: on a loaded 2-core machine two threads ran 10x slower."""
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SAMPLESIFT_THREADS", "1")
-        yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def base_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def base_workspace(tmp_path_factory: pytest.TempPathFactory, one_torch_thread: None) -> Path:
     """A workspace holding one of every artifact, built once with the Python API."""
     root = tmp_path_factory.mktemp("base-workspace")
     ws = Workspace(root)
@@ -311,6 +273,24 @@ def _swapped_weights(ws: Path, tmp: Path) -> list[str]:
     return ["reconstruct", "--indices", "1,2", "--out", str(tmp / "figure.png")]
 
 
+def _foreign_autoencoder(ws: Path, tmp: Path) -> list[str]:
+    # An autoencoder folder copied over from another data set (its manifest says so).
+    path = Workspace(ws).autoencoder_dir(_digits_key()) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["dataset"]["fingerprint"] = "0" * 32
+    atomic_write_json(path, manifest)
+    return ["select", "--method", "topk-activation", "--size", "10", "--name", "fresh"]
+
+
+def _changed_data_behind_run(ws: Path, tmp: Path) -> list[str]:
+    data = _npz(ws, tmp, **_npz_arrays())
+    run = prepare(load_dataset(data), TrainConfig(steps=2, batch=4), workspace=ws, name="queued-on-npz")
+    arrays = _npz_arrays()
+    arrays["train_images"][0] = 255 - arrays["train_images"][0]  # one image edited since
+    np.savez(data, **arrays)
+    return ["train", "--resume", run.id]
+
+
 CASES = [
     # files
     Case("missing-data-path", "files", _args("train", "--data", "/no/such/folder", "--steps", "2"), "does not exist"),
@@ -432,6 +412,10 @@ CASES = [
         "do not match their recorded fingerprint.*samplesift embed",
     ),
     Case("weights-swapped", "artifacts", _swapped_weights, "not the ones its embedding was made with"),
+    Case(
+        "autoencoder-other-data", "artifacts", _foreign_autoencoder, "was trained on other data; run `samplesift embed"
+    ),
+    Case("data-changed-under-run", "artifacts", _changed_data_behind_run, "the data behind run .* changed"),
 ]
 if torch.cuda.is_available():  # pragma: no cover - the GPU machine
     CASES = [c for c in CASES if c.id != "device-cuda"]
@@ -455,7 +439,7 @@ def test_the_suite_covers_every_kind_of_bad_input() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_refused_with_a_clear_message_and_changes_nothing(
-    case: Case, case_workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    case: Case, case_workspace: Path, tmp_path: Path, run_cli: RunCli, snapshot: Snapshot
 ) -> None:
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -463,7 +447,7 @@ def test_bad_input_is_refused_with_a_clear_message_and_changes_nothing(
     if "--workspace" not in argv:
         argv += ["--workspace", str(case_workspace)]
     before, inputs_before = snapshot(case_workspace), snapshot(inputs)
-    code, err = run_cli(argv, capsys)
+    code, err = run_cli(argv)
     assert code == 2, f"exit code {code}, stderr: {err}"
     assert "Traceback" not in err, err
     message = err.strip().splitlines()[-1]  # argparse prints its usage lines first
@@ -488,9 +472,7 @@ def _bad_files_folder(root: Path) -> tuple[Path, set[str]]:
     return root, {"train/cat/cut.png", "train/dog/readme.txt", "test/dog/empty.jpg", "train/dog/io-error.png"}
 
 
-def test_bad_files_are_skipped_and_listed_with_bad_images_skip(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_files_are_skipped_and_listed_with_bad_images_skip(tmp_path: Path, run_cli: RunCli) -> None:
     root, bad = _bad_files_folder(tmp_path / "imgs")
     with pytest.warns(UserWarning, match="4 unreadable or non-image file"):
         dataset = load_dataset(str(root), workspace=tmp_path / "ws", bad_files="skip")
@@ -513,8 +495,7 @@ def test_bad_files_are_skipped_and_listed_with_bad_images_skip(
             "--workspace",
             str(ws),
             "--quiet",
-        ],
-        capsys,
+        ]
     )
     assert code == 0, err
     (run,) = RunStore(ws)

@@ -25,8 +25,10 @@ import json
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,7 +39,7 @@ import pytest
 import torch
 from PIL import Image
 
-from toolkit.artifacts import exclusive_lock
+from toolkit.artifacts import _process_umask, atomic_directory, atomic_write_json, exclusive_lock
 from toolkit.data import load_dataset
 from toolkit.embed import AutoencoderConfig, _lock_path, train_autoencoder, training_progress
 from toolkit.errors import NonFiniteLossError, SampleSiftError
@@ -47,6 +49,8 @@ from toolkit.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 FAULT_SEED = int(os.environ.get("SAMPLESIFT_FAULT_SEED", "7"))
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 #: Counts for the report: interruptions delivered, and runs that survived them.
 FAULTS = {"delivered": 0, "survived": 0}
@@ -437,3 +441,56 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: P
     assert state["progress"]["step"] == bad_step - 1, "the checkpoint is the last step before the NaN"
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
     assert run.summary() is None
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def test_concurrent_writers_of_one_folder_all_succeed_and_leave_one_complete_copy(tmp_path: Path) -> None:
+    """Eight writers swap the same cache folder 25 times each: no error, no half folder, no debris.
+
+    (Before the retry in ``atomic_directory``, about one swap in ten failed here with
+    ENOTEMPTY or FileNotFoundError, and moved-aside copies were left behind.)
+    """
+    final = tmp_path / "cache"
+    errors: list[str] = []
+
+    def writer(number: int) -> None:
+        for round_ in range(25):
+            try:
+                with atomic_directory(final) as folder:
+                    payload = f"{number}-{round_}".encode() * 1000
+                    (folder / "arrays.npy").write_bytes(payload)
+                    (folder / "meta.json").write_text(json.dumps({"size": len(payload)}))
+            except Exception as exc:  # any failure is the bug this test is about
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"], "temporary or moved-aside folders were left"
+    meta = json.loads((final / "meta.json").read_text())
+    assert (final / "arrays.npy").stat().st_size == meta["size"], "the folder mixes two writers' files"
+    FAULTS["survived"] += len(threads) * 25
+
+
+def test_artifacts_get_ordinary_file_permissions(tmp_path: Path) -> None:
+    """Atomic writes go through mkstemp (owner-only, 0600); a shared workspace needs 0644."""
+    mask = os.umask(0o022)
+    try:
+        path = atomic_write_json(tmp_path / "shared.json", {"a": 1})
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_process_umask()
+
+
+def test_resuming_clears_temporary_files_a_killed_writer_left(tmp_path: Path) -> None:
+    digits = load_dataset("digits")
+    run = prepare(digits, TrainConfig(steps=2, batch=8, evals=0), workspace=tmp_path)
+    debris = run.path / ".checkpoint.pt.x1y2z3.tmp"
+    debris.write_bytes(b"half a checkpoint")
+    resume(run.id, workspace=tmp_path, progress=False)
+    assert not debris.exists() and run.status()["state"] == "finished"

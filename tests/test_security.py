@@ -13,22 +13,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pathlib
 import pickle
 import re
-import signal
 import socket
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from toolkit import cli
 from toolkit.artifacts import confined_path
 from toolkit.data import load_dataset
 from toolkit.embed import AutoencoderConfig, load_embedding, reconstruct, train_autoencoder
@@ -41,31 +38,9 @@ from toolkit.workspace import Workspace
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Train with one torch thread (much faster on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SAMPLESIFT_THREADS", "1")
-        yield
-    torch.set_num_threads(threads)
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if not p.is_symlink()
-    }
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        code = cli.main(argv)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return code, capsys.readouterr().err
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+RunCli = Callable[[list[str]], tuple[int, str]]
+Snapshot = Callable[[Path], dict]
 
 
 # --------------------------------------------------------------------------- malicious pickles
@@ -113,7 +88,7 @@ def test_the_weights_only_loader_refuses_a_malicious_pickle(tmp_path: Path, form
 
 
 @pytest.fixture(scope="module")
-def interrupted_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def interrupted_run(tmp_path_factory: pytest.TempPathFactory, one_torch_thread: None) -> tuple[Path, str]:
     """A workspace with an interrupted run (and its genuine checkpoint)."""
     ws = tmp_path_factory.mktemp("ws")
     digits = load_dataset("digits")
@@ -131,7 +106,7 @@ def _interrupt(*args: object, **kwargs: object) -> None:
 
 
 def test_resuming_a_run_with_a_malicious_checkpoint_is_refused_and_runs_nothing(
-    interrupted_run: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    interrupted_run: tuple[Path, str], tmp_path: Path, run_cli: RunCli, snapshot: Snapshot
 ) -> None:
     ws, run_id = interrupted_run
     run = RunStore(ws).get(run_id)
@@ -139,7 +114,7 @@ def test_resuming_a_run_with_a_malicious_checkpoint_is_refused_and_runs_nothing(
     marker = tmp_path / "pwned"
     run.checkpoint_path.write_bytes(malicious_checkpoint(marker, genuine))
     before = snapshot(ws)
-    code, err = run_cli(["train", "--resume", run_id, "--workspace", str(ws), "--quiet"], capsys)
+    code, err = run_cli(["train", "--resume", run_id, "--workspace", str(ws), "--quiet"])
     assert code == 2
     assert re.search(r"samplesift: error: refused to load .*checkpoint.pt: it is not a plain-tensor checkpoint", err)
     assert not marker.exists(), "the payload ran"
@@ -190,7 +165,7 @@ def test_confined_path_refuses_dot_dot_and_symlink_escapes(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("planted", ["runs", "selections", "autoencoders", "datasets"])
 def test_a_symlink_planted_in_the_workspace_cannot_lead_writes_outside(
-    planted: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    planted: str, tmp_path: Path, run_cli: RunCli, snapshot: Snapshot
 ) -> None:
     digits = load_dataset("digits")
     ws, outside = Workspace(tmp_path / "ws"), tmp_path / "outside"
@@ -214,7 +189,7 @@ def test_a_symlink_planted_in_the_workspace_cannot_lead_writes_outside(
     argv = [*commands[planted], "--workspace", str(ws.root)]
     if planted in ("runs", "autoencoders"):
         argv.append("--quiet")
-    code, err = run_cli(argv, capsys)
+    code, err = run_cli(argv)
     assert code == 2 and re.search(r"samplesift: error: path .* resolves to .*outside .*use a plain name", err), err
     assert snapshot(outside) == before, "something was written outside the workspace"
 

@@ -163,24 +163,27 @@ def _swap_into_place(tmp: Path, final: Path, replace: bool) -> None:
     so does moving aside a folder the other process just moved. Each such collision means
     another writer got in between, so the swap is simply tried again.
     """
-    for _ in range(100):
-        try:
-            if final.exists():
-                if not replace:
-                    raise SampleSiftError(f"{final} already exists")
-                trash = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.old"
-                os.replace(final, trash)
+    moved_aside: list[Path] = []
+    try:
+        for _ in range(100):
+            try:
+                if final.exists():
+                    if not replace:
+                        raise SampleSiftError(f"{final} already exists")
+                    trash = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.old"
+                    os.replace(final, trash)
+                    moved_aside.append(trash)
                 os.replace(tmp, final)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
-            return
-        except FileNotFoundError:
-            continue  # the other writer moved ``final`` aside between our check and our rename
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise
-    raise SampleSiftError(f"could not move {tmp.name} into place as {final}: other processes kept replacing it")
+                return
+            except FileNotFoundError:
+                continue  # the other writer moved ``final`` aside between our check and our rename
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+        raise SampleSiftError(f"could not move {tmp.name} into place as {final}: other processes kept replacing it")
+    finally:
+        for trash in moved_aside:
+            shutil.rmtree(trash, ignore_errors=True)
 
 
 @contextlib.contextmanager
