@@ -340,6 +340,9 @@ def _train_autoencoder_locked(
     saved = load_weights_only(checkpoint_path) if resume and checkpoint_path.exists() else None
     if saved is not None:
         recorded = json.loads(saved["identity"]) if isinstance(saved.get("identity"), str) else None
+        if recorded and isinstance(recorded.get("config"), dict):
+            # Older checkpoints recorded the checkpoint interval too; it does not decide the weights.
+            recorded["config"] = {k: v for k, v in recorded["config"].items() if k in identity["config"]}
         if recorded != identity:
             # Resuming under other settings would silently train a different model.
             changed = sorted(
@@ -382,7 +385,8 @@ def _train_autoencoder_locked(
             sampler.load_state_dict(saved["sampler"])
             step, train_time = int(saved["step"]), float(saved["train_time"])
             history = [tuple(h) for h in saved["history"]]
-            interval, interval_loss = int(saved["interval"]), float(saved["interval_loss"])
+            # Checkpoints written before these were recorded fell on log points: interval 0.
+            interval, interval_loss = int(saved.get("interval", 0)), float(saved.get("interval_loss", 0.0))
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise SampleSiftError(
                 f"the checkpoint in {partial} does not fit this autoencoder ({type(exc).__name__}); "

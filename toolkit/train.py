@@ -497,9 +497,10 @@ class _Trainer:
                 last_checkpoint_step=int(p["step"]),
                 last_checkpoint_time=float(p["train_time"]),
                 loss_history=[(int(a), float(b)) for a, b in p["loss_history"]],
-                interval_loss=float(p["interval_loss"]),
-                interval_steps=int(p["interval_steps"]),
-                interval_images=int(p["interval_images"]),
+                # Checkpoints written before these were recorded fell on log points: interval 0.
+                interval_loss=float(p.get("interval_loss", 0.0)),
+                interval_steps=int(p.get("interval_steps", 0)),
+                interval_images=int(p.get("interval_images", 0)),
             )
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise SampleSiftError(
