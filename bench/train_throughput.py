@@ -30,7 +30,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,13 +51,13 @@ MFLOP_PER_TRAINING_IMAGE = 111.0  # forward + backward of the tutorial CNN on a 
 class TextbookCIFAR(torch.utils.data.Dataset):
     """What ``torchvision.datasets.CIFAR10`` does per item: uint8 HWC -> PIL -> transforms."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform) -> None:  # noqa: ANN001
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable[[Any], torch.Tensor]) -> None:
         self.images, self.labels, self.transform = images, labels, transform
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int):  # noqa: ANN204
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         from PIL import Image
 
         image = Image.fromarray(self.images[index].squeeze(-1) if self.images.shape[-1] == 1 else self.images[index])
@@ -66,7 +68,7 @@ def per_image_standardization(x: torch.Tensor) -> torch.Tensor:
     return (x - x.mean()) / torch.clamp(x.std(correction=0), min=1.0 / x.numel() ** 0.5)
 
 
-def textbook_transform(crop: int):  # noqa: ANN201
+def textbook_transform(crop: int) -> Callable[[Any], torch.Tensor]:
     import torchvision.transforms as T
 
     return T.Compose(
@@ -185,8 +187,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dataset = load_dataset(args.data, workspace=args.workspace, progress=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"data {dataset.key}: {dataset.num_train} images {dataset.image_shape}, batch {args.batch}, "
-          f"{args.threads} threads, reference with {args.workers} DataLoader workers, device {device}")
+    print(
+        f"data {dataset.key}: {dataset.num_train} images {dataset.image_shape}, batch {args.batch}, "
+        f"{args.threads} threads, reference with {args.workers} DataLoader workers, device {device}"
+    )
     figures: dict[str, object] = {
         "data": dataset.key,
         "batch": args.batch,
@@ -205,8 +209,10 @@ def main() -> None:
         ours_median, reference_median = statistics.median(ours), statistics.median(reference)
         ratio = ours_median / reference_median
         gflops = ours_median * MFLOP_PER_TRAINING_IMAGE / 1000
-        print(f"{norm}: ours {ours_median:.1f} img/s ({gflops:.1f} GFLOP/s) vs reference {reference_median:.1f} "
-              f"img/s: {ratio:.2f}x")
+        print(
+            f"{norm}: ours {ours_median:.1f} img/s ({gflops:.1f} GFLOP/s) vs reference {reference_median:.1f} "
+            f"img/s: {ratio:.2f}x"
+        )
         figures[f"ours_{norm}_images_per_s"] = ours_median
         figures[f"reference_{norm}_images_per_s"] = reference_median
         figures[f"speedup_{norm}"] = ratio
