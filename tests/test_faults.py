@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import random
+import re
 import signal
 import stat
 import subprocess
@@ -161,10 +162,10 @@ def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
     started.close()
 
 
-def fresh_process(*args: str, workspace: Path) -> subprocess.Popen[bytes]:
-    """``python -m toolkit ARGS --workspace WS --quiet`` in a newly started interpreter."""
+def fresh_process(*args: str, workspace: Path, quiet: bool = True) -> subprocess.Popen[bytes]:
+    """``python -m toolkit ARGS --workspace WS [--quiet]`` in a newly started interpreter."""
     return subprocess.Popen(
-        [sys.executable, "-m", "toolkit", *args, "--workspace", str(workspace), "--quiet"],
+        [sys.executable, "-m", "toolkit", *args, "--workspace", str(workspace), *(["--quiet"] if quiet else [])],
         cwd=REPO,
         env=ENV,
         stdout=subprocess.PIPE,
@@ -306,6 +307,50 @@ def test_sigterm_marks_a_run_interrupted_and_it_resumes(launcher: Launcher, tmp_
     finish(launcher.start("train", "--resume", run.id, workspace=tmp_path))
     assert run.status()["state"] == "finished" and run.summary()["steps"] == 150
     FAULTS["survived"] += 1
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def test_kill_a_sweep_worker_then_resume_the_sweep(tmp_path: Path) -> None:
+    """SIGKILL one worker of a two-worker sweep: the sweep must end (not hang) and say what
+    to do; running it again resumes the killed run, which ends bitwise equal to the same
+    run in an uninterrupted sweep."""
+    pytest.importorskip("toolkit.experiments", reason="the sweep machinery (branch experiments) is not merged yet")
+    ws, reference_ws = tmp_path / "faulty", tmp_path / "reference"
+    grid = ["--data", "digits", "--selectors", "random", "--sizes", "50", "--splits", "0.5", "--seeds", "0,1"]
+    grid += ["--steps", "150", "--batch", "16", "--no-png"]
+    reference = fresh_process("sweep", *grid, "--out", str(tmp_path / "ref-out"), workspace=reference_ws, quiet=False)
+    sweep_args = ["sweep", *grid, "--workers", "2", "--threads", "1", "--out", str(tmp_path / "out")]
+    sweep = fresh_process(*sweep_args, workspace=ws, quiet=False)
+
+    def a_running_run() -> Run | None:
+        for run in RunStore(ws):
+            if run.status().get("state") == "running" and last_logged_step(run.path) >= 20:
+                return run
+        return None
+
+    victim = wait_until(a_running_run, sweep, "a sweep run at step 20")
+    worker_pid = int(victim.status()["pid"])
+    assert worker_pid != sweep.pid, "the run executes in a worker process, not in the sweep's"
+    os.kill(worker_pid, signal.SIGKILL)
+    FAULTS["delivered"] += 1
+    try:
+        out, err = sweep.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        sweep.kill()  # the workers exit when their parent's pipes close
+        sweep.communicate()
+        pytest.fail("the sweep hung after one of its workers was killed (its task was lost)")
+    assert sweep.returncode != 0, "a sweep that lost a run must not report success"
+    assert re.search(r"again|resume", (out + err).decode()), "the sweep must say how to continue"
+    assert victim.status()["state"] == "interrupted"
+
+    finish(fresh_process(*sweep_args, workspace=ws, quiet=False))  # the same command again resumes
+    finish(reference)
+    FAULTS["survived"] += 1
+    assert victim.status()["state"] == "finished" and victim.summary()["steps"] == 150
+    (twin,) = [r for r in RunStore(reference_ws) if r.config["name"] == victim.config["name"]]
+    assert_same_tensors(victim.load_checkpoint(), twin.load_checkpoint())
 
 
 # --------------------------------------------------------------------------- autoencoder
