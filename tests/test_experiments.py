@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ from toolkit.train import TrainConfig
 from toolkit.viz.results import accuracy_vs_split, loss_curves, save_figure, time_budget_bars
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY_TRAIN = TrainConfig(batch=32, evals=0, log_every=5)
 #: One torch thread per run: steadier on a loaded 2-core machine, and what the Ray tasks use.
 ONE_THREAD = LocalExecutor(threads=1)
@@ -212,8 +214,9 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path: Pa
 def test_ray_and_local_executors_agree(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'samplesift[ray]')")
     spec = tiny_spec()
-    # local worker processes (spawned, one torch thread each) against Ray tasks (one CPU each)
-    local = run_sweep(spec, workspace=tmp_path / "local", executor=LocalExecutor(workers=2))
+    # one torch thread in this process against Ray tasks of one CPU (one thread) each; the
+    # worker-process pool is exercised by tests/test_faults.py (a killed worker, then resume)
+    local = run_sweep(spec, workspace=tmp_path / "local", executor=ONE_THREAD)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         remote = run_sweep(spec, workspace=tmp_path / "ray", executor=RayExecutor(cpus_per_run=1))
@@ -412,12 +415,10 @@ def test_png_export(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the CLI
 
 
-def test_cli_sweep_writes_table_and_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from toolkit.cli import main
-
+def test_cli_sweep_writes_table_and_figures(tmp_path: Path, run_cli: Callable[[list[str]], tuple[int, str]]) -> None:
     args = ["sweep", "--data", "digits", "--workspace", str(tmp_path / "ws"), "--selectors", "random"]
     args += ["--sizes", "100", "--splits", "0,1", "--seeds", "0", "--steps", "10", "--batch", "32"]
-    assert main([*args, "--out", str(tmp_path / "out"), "--no-png"]) == 0
+    assert run_cli([*args, "--out", str(tmp_path / "out"), "--no-png"]) == (0, "")
     table = pd.read_csv(tmp_path / "out" / "results.csv")
     assert list(table.columns) == RESULT_COLUMNS and len(table) == 2
     parquet = pd.read_parquet(tmp_path / "out" / "results.parquet")
@@ -426,20 +427,20 @@ def test_cli_sweep_writes_table_and_figures(tmp_path: Path, capsys: pytest.Captu
     assert list(api["run_id"]) == list(table["run_id"])  # the Python API returns the same table
     assert np.allclose(api["test_accuracy"], table["test_accuracy"])
     assert (tmp_path / "out" / "fig5_accuracy_vs_split.html").exists()
-    assert main([*args, "--out", str(tmp_path / "out"), "--dry-run"]) == 0
-    assert "2 finished (reused)" in capsys.readouterr().out
+    runs_before = sorted(p.name for p in (tmp_path / "ws" / "runs").iterdir())
+    assert run_cli([*args, "--out", str(tmp_path / "out2"), "--dry-run"])[0] == 0
+    assert sorted(p.name for p in (tmp_path / "ws" / "runs").iterdir()) == runs_before
+    assert not (tmp_path / "out2").exists()  # a dry run only prints the plan
 
 
-def test_cli_sweep_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from toolkit.cli import main
-
+def test_cli_sweep_bad_input(tmp_path: Path, run_cli: Callable[[list[str]], tuple[int, str]]) -> None:
     base = ["sweep", "--data", "digits", "--workspace", str(tmp_path), "--out", str(tmp_path / "out")]
-    assert main([*base, "--selectors", "random"]) == 2
-    assert "give --steps" in capsys.readouterr().err
-    assert main([*base, "--preset", "cpu", "--part", "fig9"]) == 2
-    assert "has no part(s) ['fig9']" in capsys.readouterr().err
-    assert main([*base, "--steps", "10", "--splits", "0,2"]) == 2
-    assert "splits must be in [0, 1]" in capsys.readouterr().err
+    code, err = run_cli([*base, "--selectors", "random"])
+    assert code == 2 and "give --steps" in err
+    code, err = run_cli([*base, "--preset", "cpu", "--part", "fig9"])
+    assert code == 2 and "has no part(s) ['fig9']" in err
+    code, err = run_cli([*base, "--steps", "10", "--splits", "0,2"])
+    assert code == 2 and "splits must be in [0, 1]" in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
 
 

@@ -57,7 +57,7 @@ import pandas as pd
 from toolkit.artifacts import atomic_write_bytes, atomic_write_json, fingerprint_bytes, to_jsonable
 from toolkit.data import ImageDataset, load_dataset
 from toolkit.errors import SampleSiftError, require
-from toolkit.runs import Run, RunStore, _pid_alive
+from toolkit.runs import Run, RunStore
 from toolkit.selection import Selection, default_name, load_selection, make_selection
 from toolkit.selectors import get_selector
 from toolkit.train import TrainConfig, prepare, resume
@@ -582,6 +582,18 @@ def _existing_runs(ws: Workspace, dataset_key: str) -> dict[str, list[tuple[Run,
         if key is not None:
             found.setdefault(key, []).append((run, _state(run.status())))
     return found
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # never signal a process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _state(status: dict[str, Any]) -> str:
