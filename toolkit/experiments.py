@@ -248,13 +248,13 @@ def preset_sweep(name: str, data: str = "cifar10", *, selectors: Sequence[str] |
     ``paper``: 10,000 steps of 1,024, splits 0, 25, 50, 75, 90, 95 and 100%, and the paper's
     420 s budget (its 7 minutes; on other hardware use about 57% of your full run's time).
     ``cpu``: 100 steps of 128 at splits 0, 50, 90 and 100% and an 80 s budget (see
-    :data:`CPU_STEPS`). At the 600-800 training images/s an idle 2-core AVX2 machine gives
-    this model, a run costs about half a minute (20 s of training, a final
-    evaluation of the averaged and the raw weights on 10,000 test images, loading), so Fig. 5
-    with three selectors (30 runs) should take about a quarter of an hour there and with six
-    (57 runs) about half an hour: an estimate. On the shared machine the committed results
-    came from (load average 9-13), runs took 5-15 minutes each and Fig. 5 about 1.5 hours with
-    several workers.
+    :data:`CPU_STEPS`). Measured here with two single-threaded workers at a load average of
+    2-4: 213 steps of 128 in 80 s per worker, plus about 95 s per run for loading and three
+    passes over the 10,000 test images. A 100-step run thus costs about 110 s of one worker,
+    so Fig. 5 takes about half an hour with three selectors (30 runs) and about an hour with
+    six (57 runs) on two workers; the whole preset adds 9 runs of Fig. 6 (about 15 minutes).
+    On the shared machine the committed results came from (load average 8-13 most of the
+    time), runs took 5-15 minutes each.
     """
     fig5_selectors = ("random", "random-balanced", "topk-activation", *tuple(selectors or ()))
     if name == "paper":
