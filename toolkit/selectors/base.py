@@ -76,7 +76,7 @@ def as_tensor(embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
     require(tensor.ndim == 2, f"embeddings must be a 2-d N x d array, got shape {tuple(tensor.shape)}")
     require(tensor.shape[0] >= 1, "embeddings are empty (N = 0); there is nothing to select from")
     tensor = tensor.to(torch.float32)
-    if tensor.numel():
+    if tensor.numel() and not bool(torch.isfinite(tensor.sum(dim=1)).all()):  # cheap screen, then count
         bad = int((~torch.isfinite(tensor)).any(dim=1).sum())
         require(
             bad == 0,
@@ -190,18 +190,23 @@ class Selector:
             quotas = class_quotas(y, k)
             scores = np.zeros(n, dtype=np.float64)
             picked_parts, by_parts = [], []
+            class_info: dict[str, Any] = {}
             for cls, quota in quotas.items():
                 members = np.flatnonzero(y == cls)
-                local_idx, local_scores, local_by = self._run(x, members, quota, derive_seed(seed, cls))
+                local_idx, local_scores, local_by, local_info = self._run(x, members, quota, derive_seed(seed, cls))
                 scores[members] = local_scores
+                if local_info:
+                    class_info[str(cls)] = local_info
                 if quota:
                     picked_parts.append(members[local_idx])
                     by_parts.append(local_by)
             indices = np.concatenate(picked_parts) if picked_parts else np.zeros(0, np.int64)
             picked_by = np.concatenate(by_parts) if by_parts else np.zeros(0, np.int64)
             info["quotas"] = {str(c): q for c, q in quotas.items()}
+            if class_info:
+                info["classes"] = class_info
         else:
-            indices, scores, picked_by = self._run(x, np.arange(n), k, seed)
+            indices, scores, picked_by, info = self._run(x, np.arange(n), k, seed)
         indices = np.asarray(indices, dtype=np.int64)
         if len(np.unique(indices)) != k:  # a broken rule must never pass silently
             raise RuntimeError(f"selector {self.name} returned {len(np.unique(indices))} unique of {k} indices")
@@ -218,22 +223,26 @@ class Selector:
 
     def _run(
         self, x: torch.Tensor, members: np.ndarray, k: int, seed: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Run the rule on the rows ``members`` of ``x``; indices are positions in ``members``."""
         if k == 0:
-            return np.zeros(0, np.int64), np.zeros(len(members)), np.zeros(0, np.int64)
+            return np.zeros(0, np.int64), np.zeros(len(members)), np.zeros(0, np.int64), {}
         pool = x if len(members) == x.shape[0] else x[torch.as_tensor(members, device=x.device)]
-        indices, scores, picked_by = self._select(pool, k, seed)
+        indices, scores, picked_by, *rest = self._select(pool, k, seed)
         return (
             _to_numpy(indices).astype(np.int64),
             _to_numpy(scores).astype(np.float64),
             _to_numpy(picked_by).astype(np.int64) if picked_by is not None else np.full(k, -1, np.int64),
+            dict(rest[0]) if rest else {},
         )
 
-    def _select(
-        self, x: torch.Tensor, k: int, seed: int
-    ) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor, np.ndarray | torch.Tensor | None]:
-        """Return (indices into x, per-row scores, picked_by or None). 1 <= k <= len(x)."""
+    def _select(self, x: torch.Tensor, k: int, seed: int) -> tuple[Any, ...]:
+        """Return (indices into x, per-row scores, picked_by or None[, info]). 1 <= k <= len(x).
+
+        The optional fourth element is a JSON-ready dict of facts about the run (objective
+        value, iterations, ...); it lands in :attr:`SelectionResult.info` (per class under
+        ``info["classes"]`` in balanced mode).
+        """
         raise NotImplementedError
 
 
