@@ -143,9 +143,10 @@ def kmeans(
     work instead of N x k x d), and a final exact pass assigns every sample to its truly
     nearest centroid. With k <= ``candidates`` this is plain Lloyd. Centroids move little
     after k-means++ seeding, so a sample's nearest centroid practically always stays among
-    its 32 initial nearest: on 10,000 x 216 with k = 864 the final mean squared distance was
-    73.829 against plain Lloyd's 73.821. Ten iterations reached 73.785, within 0.1 % of
-    what five gave, so ``iterations`` defaults to 10. An emptied cluster is re-seeded at the
+    its 32 initial nearest: on 10,000 real CIFAR-10 autoencoder embeddings with k = 864, ten
+    iterations gave a mean squared distance of 67.598 against plain Lloyd's 67.588 (16
+    candidates: 67.801). On synthetic blobs ten iterations were within 0.1 % of five and of
+    convergence, so ``iterations`` defaults to 10. An emptied cluster is re-seeded at the
     sample farthest from its centroid. Stops early when no sample changes cluster. Above
     ``max_points_per_centroid`` x k samples the centroids are fitted on a seeded subsample
     (faiss's rule) before the final pass over all samples.
