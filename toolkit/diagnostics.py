@@ -146,6 +146,8 @@ class SelectionDiagnostics:
 
     def evaluate(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> dict[str, Any]:
         """Every diagnostic of one selection, as a JSON-ready dict (see the module docstring)."""
+        if isinstance(indices, torch.Tensor):
+            indices = indices.detach().cpu().numpy()
         index = np.unique(np.asarray(indices, dtype=np.int64))
         require(len(index) >= 1, "a selection to diagnose needs at least one sample")
         require(

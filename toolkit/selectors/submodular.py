@@ -63,10 +63,14 @@ def knn_similarity_graph(x: torch.Tensor, neighbors: int = 20) -> SimilarityGrap
     return SimilarityGraph(index, torch.exp(-squared / bandwidth), bandwidth)
 
 
+def _index_tensor(indices: Sequence[int] | np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(indices if isinstance(indices, torch.Tensor) else np.asarray(indices), device=device).long()
+
+
 def facility_location_value(graph: SimilarityGraph, indices: Sequence[int] | np.ndarray | torch.Tensor) -> float:
     """``f(S) = sum_i max_{j in S} sim(i, j)`` on the graph (0 for a sample none of S can serve)."""
     chosen = torch.zeros(graph.size, dtype=torch.bool, device=graph.neighbors.device)
-    chosen[torch.as_tensor(np.asarray(indices), device=chosen.device, dtype=torch.long)] = True
+    chosen[_index_tensor(indices, chosen.device)] = True
     return float((graph.similarity * chosen[graph.neighbors]).amax(dim=1).sum())
 
 
@@ -121,8 +125,7 @@ def feature_based_value(
     features: torch.Tensor, indices: Sequence[int] | np.ndarray | torch.Tensor, concave: str = "sqrt"
 ) -> float:
     """``f(S) = sum_d g(sum_{i in S} features_id)`` (apricot's FeatureBasedSelection objective)."""
-    chosen = torch.as_tensor(np.asarray(indices), device=features.device, dtype=torch.long)
-    return float(CONCAVE[concave](features[chosen].sum(dim=0)).sum())
+    return float(CONCAVE[concave](features[_index_tensor(indices, features.device)].sum(dim=0)).sum())
 
 
 def _top_pool(bound: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,7 +147,8 @@ def feature_based_greedy(
     the best bound belongs to a candidate evaluated for this pick, which is then the exact
     greedy choice. The pool is refilled from all samples when its best bound falls below
     the best bound outside it, so every pick equals the plain greedy's (ties aside) while a
-    round touches ``pool`` + ``batch`` x d numbers instead of N x d.
+    round touches ``pool`` + ``batch`` x d numbers instead of N x d. One host
+    synchronisation per round decides whether to pick, refill or evaluate.
 
     Returns (picks in order, the gain of each pick, every sample's final marginal gain).
     """
