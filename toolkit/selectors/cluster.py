@@ -183,7 +183,11 @@ def kmeans(
         assignment = moved
     if train is not x or width < k:
         assignment = _nearest_centroids(x, centroids, 1)[0][:, 0]
-    distance = (x - centroids[assignment]).norm(dim=1)
+    distance = torch.empty(n, device=x.device)
+    step = rows_per_block(x.shape[1])
+    for start in range(0, n, step):  # exact distances, without an N x d temporary
+        rows = slice(start, start + step)
+        distance[rows] = (x[rows] - centroids[assignment[rows]]).norm(dim=1)
     return KMeansResult(centroids, assignment, distance, done, converged, int(train.shape[0]))
 
 

@@ -162,6 +162,7 @@ class StratifiedDimension(Selector):
     """
 
     name = "stratified-dimension"
+    column_block = 16
     score_meaning = "1 / population of the sample's activation bin, in its rarest dimension"
     source = "CCS stratified sampling (Zheng et al. 2023) applied per embedding dimension"
 
@@ -173,22 +174,37 @@ class StratifiedDimension(Selector):
         n, dims = x.shape
         strata = int(self.params["strata"] or max(1, k // dims))
         require(strata >= 1, f"stratified-dimension: strata must be positive, got {strata}")
-        low = x.min(dim=0, keepdim=True).values
-        width = (x.max(dim=0, keepdim=True).values - low) / strata
-        width = torch.where(width > 0, width, torch.ones_like(width))
-        stratum = ((x - low) / width).long().clamp_(0, strata - 1)  # (n, dims)
-        population = torch.zeros(dims, strata, device=x.device).scatter_add_(
-            1, stratum.T, torch.ones(dims, n, device=x.device)
-        )  # (dims, strata)
-        # order inside each column: by bin, then by a seeded random key
-        noise = torch.rand(n, dims, generator=generator(x.device, seed), device=x.device, dtype=torch.float64)
-        order = torch.argsort(stratum.double() + noise, dim=0)
-        sorted_stratum = stratum.gather(0, order)
-        first_of_bin = torch.cumsum(population, dim=1) - population  # rows before each bin
-        rank_in_bin = torch.arange(n, device=x.device)[:, None] - first_of_bin.T.gather(0, sorted_stratum).long()
-        # round r visits the bins top-down: priority falls with the round, then with the bin
-        sorted_priority = -(rank_in_bin * strata + (strata - 1 - sorted_stratum))
-        priority = torch.empty_like(sorted_priority).scatter_(0, order, sorted_priority)
+        gen = generator(x.device, seed)
+        priority = torch.empty(n, dims, dtype=torch.long, device=x.device)
+        rarity = torch.zeros(n, device=x.device)
+        for start in range(0, dims, self.column_block):  # bounded temporaries: a few columns at a time
+            columns = slice(start, start + self.column_block)
+            priority[:, columns], block_rarity = _stratified_priority(x[:, columns], strata, gen)
+            torch.maximum(rarity, block_rarity, out=rarity)
         picked, by = topk_per_column(priority, k)
-        rarity = 1.0 / population.T.gather(0, stratum).clamp(min=1.0)  # population of each sample's bin
-        return picked, rarity.max(dim=1).values, by
+        return picked, rarity, by
+
+
+def _stratified_priority(x: torch.Tensor, strata: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per column of ``x``: each row's pick priority (higher first) and its bin's rarity (max over columns).
+
+    Rows are ordered by bin, then by a seeded random key; round r takes the r-th row of every
+    non-empty bin, top bin first, so the priority falls with the round, then with the bin.
+    """
+    n, dims = x.shape
+    low = x.min(dim=0, keepdim=True).values
+    width = (x.max(dim=0, keepdim=True).values - low) / strata
+    width = torch.where(width > 0, width, torch.ones_like(width))
+    stratum = ((x - low) / width).long().clamp_(0, strata - 1)  # (n, dims)
+    population = torch.zeros(dims, strata, device=x.device).scatter_add_(
+        1, stratum.T, torch.ones(dims, n, device=x.device)
+    )  # (dims, strata)
+    noise = torch.rand(n, dims, generator=gen, device=x.device, dtype=torch.float64)
+    order = torch.argsort(stratum.double() + noise, dim=0)
+    sorted_stratum = stratum.gather(0, order)
+    first_of_bin = torch.cumsum(population, dim=1) - population  # rows before each bin
+    rank_in_bin = torch.arange(n, device=x.device)[:, None] - first_of_bin.T.gather(0, sorted_stratum).long()
+    sorted_priority = -(rank_in_bin * strata + (strata - 1 - sorted_stratum))
+    priority = torch.empty_like(sorted_priority).scatter_(0, order, sorted_priority)
+    rarity = (1.0 / population.T.gather(0, stratum).clamp(min=1.0)).max(dim=1).values
+    return priority, rarity

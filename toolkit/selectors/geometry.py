@@ -12,8 +12,9 @@ data. Each pass is one fused matrix-vector product over the rows plus a few vect
 operations, with no N x k matrix (DeepCore keeps a (picked + budget) x N one), and the
 picked index stays on the device, so a CUDA run never synchronises with the host inside the
 loop. ``k-center`` and ``max-sum`` first project the embedding to ``dim`` = 32 dimensions
-with a seeded Gaussian random projection (distances kept to within a few per cent); the
-notes measured 13x for that alone on this CPU. ``dim=None`` keeps the full embedding.
+with a seeded Gaussian random projection (a distance keeps its length to about +-12 %, one
+standard deviation at 32 dimensions); the notes measured 13x for that alone on this CPU.
+``dim=None`` keeps the full embedding.
 """
 
 from __future__ import annotations
