@@ -200,7 +200,10 @@ def diagnose(
 
 
 def describe(diagnostics: Mapping[str, Any], class_names: Sequence[str] | None = None) -> list[str]:
-    """Human-readable lines for a diagnostics dict (what ``samplesift select`` prints)."""
+    """Human-readable lines for a diagnostics dict (what ``samplesift select`` prints).
+
+    With ``class_names`` the class histogram is spelled out after the entropy.
+    """
     d = diagnostics
     lines = []
     if "coverage_radius" in d:
@@ -217,7 +220,9 @@ def describe(diagnostics: Mapping[str, Any], class_names: Sequence[str] | None =
             f"{100 * d['outlier_share']:.1f}% of the selection (random: {100 * d['outlier_share_random']:.1f}%)",
         ]
     if "class_counts" in d:
-        names = class_names or [str(i) for i in range(len(d["class_counts"]))]
-        counts = ", ".join(f"{name}: {count}" for name, count in zip(names, d["class_counts"], strict=False))
-        lines.append(f"class entropy {d['class_entropy']:.3f} of the maximum 1 ({counts})")
+        line = f"class entropy {d['class_entropy']:.3f} (1 = classes evenly represented)"
+        if class_names is not None:
+            counts = ", ".join(f"{name}: {count}" for name, count in zip(class_names, d["class_counts"], strict=False))
+            line += f": {counts}"
+        lines.append(line)
     return lines
