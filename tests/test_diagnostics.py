@@ -96,7 +96,9 @@ def test_bad_selections_are_refused() -> None:
         diag.evaluate([3, 11])
 
 
-def test_manifest_records_diagnostics(digits: ImageDataset, digits_embedding: Embedding, session_workspace: Path) -> None:
+def test_manifest_records_diagnostics(
+    digits: ImageDataset, digits_embedding: Embedding, session_workspace: Path
+) -> None:
     chosen = make_selection(digits, "k-center", size=60, workspace=session_workspace, save=False)
     baseline = make_selection(digits, "random", size=60, seed=1, workspace=session_workspace, save=False)
     d, r = chosen.manifest["diagnostics"], baseline.manifest["diagnostics"]
