@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("methods", help="list the selection methods")
 
+    compare = commands.add_parser("compare", help="compare saved selections: coverage diagnostics and overlaps")
+    _common(compare)
+    compare.add_argument("selections", nargs="+", metavar="SELECTION", help="selection names or manifest paths")
+    compare.add_argument("--autoencoder", help="embedding to measure on (default: the selections' own)")
+    compare.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
     train = commands.add_parser("train", help="train the classifier: subset first, then the full set")
     _common(train)
     _device(train)
@@ -258,11 +264,40 @@ def cmd_select(args: argparse.Namespace) -> int:
         workspace=args.workspace,
         autoencoder=args.autoencoder,
     )
+    from toolkit.diagnostics import describe
+
     m = selection.manifest
     counts = ", ".join(f"{k}: {v}" for k, v in m["class_counts"].items())
     print(f"selected {m['size']} of {dataset.num_train} samples ({100 * m['fraction']:.2f}%) with {m['method']}")
     print(f"class counts: {counts}")
+    diagnostics = m.get("diagnostics") or {}
+    for line in describe(diagnostics):
+        print(line)
+    if diagnostics and "coverage_radius" not in diagnostics:
+        print("coverage diagnostics need an embedding: run `samplesift embed` first")
     print(f"manifest: {selection.path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from toolkit.selection import compare_selections
+
+    dataset = _load(args)
+    comparison = compare_selections(dataset, args.selections, workspace=args.workspace, autoencoder=args.autoencoder)
+    if args.format == "csv":
+        print(comparison.table.to_csv(index_label="selection"), end="")
+    elif args.format == "json":
+        payload = {
+            "embedding": comparison.embedding,
+            "selections": comparison.table.to_dict(orient="index"),
+            "jaccard": comparison.overlap.to_dict(orient="index"),
+        }
+        print(json.dumps(payload, indent=2))
+    else:
+        print(f"diagnostics on the embedding of autoencoder {comparison.embedding['autoencoder']!r}:")
+        print(comparison.table.to_string(float_format=lambda v: f"{v:.4g}"))
+        print("\nJaccard overlap:")
+        print(comparison.overlap.to_string(float_format=lambda v: f"{v:.3f}"))
     return 0
 
 
@@ -422,6 +457,7 @@ COMMANDS = {
     "embed": cmd_embed,
     "select": cmd_select,
     "methods": cmd_methods,
+    "compare": cmd_compare,
     "train": cmd_train,
     "runs": cmd_runs,
     "reconstruct": cmd_reconstruct,

@@ -3,24 +3,32 @@
 A selection manifest (JSON) records everything needed to trust and reproduce it: the
 method, its parameters and seed, the budget, the data set's and the embedding's
 fingerprints, library versions, the selected indices with their scores and (for
-per-dimension rules) the dimension that picked each, and the class counts. Manifests live
+per-dimension rules) the dimension that picked each, the class counts, and coverage
+diagnostics (:mod:`toolkit.diagnostics`). :func:`compare_selections` puts several
+selections' diagnostics side by side. Manifests live
 in ``<workspace>/datasets/<key>/selections/<name>.json`` and are addressed by name or path.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from toolkit.artifacts import atomic_write_json, fingerprint_arrays, read_json, safe_name, versions
 from toolkit.data import ImageDataset
+from toolkit.diagnostics import SelectionDiagnostics, class_entropy, jaccard_matrix
 from toolkit.errors import SampleSiftError, require
 from toolkit.selectors import SelectionResult, get_selector
 from toolkit.workspace import Workspace, as_workspace
+
+if TYPE_CHECKING:
+    from toolkit.embed import Embedding
 
 MANIFEST_FORMAT = "samplesift.selection/1"
 
@@ -185,8 +193,9 @@ def build_manifest(
     embedding: dict[str, Any] | None,
     score_meaning: str,
     source: str,
+    diagnostics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest of a selector result on ``dataset``."""
+    """The manifest of a selector result on ``dataset`` (with its coverage diagnostics, if given)."""
     indices = result.indices
     counts = np.bincount(dataset.train_labels[indices], minlength=dataset.num_classes)
     return {
@@ -204,6 +213,7 @@ def build_manifest(
         "source": source,
         "class_counts": {n: int(c) for n, c in zip(dataset.class_names, counts, strict=True)},
         "info": result.info,
+        "diagnostics": diagnostics,
         "fingerprint": fingerprint_arrays(indices),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "versions": versions(),
@@ -226,6 +236,7 @@ def make_selection(
     workspace: Workspace | str | Path | None = None,
     autoencoder: str = "default",
     save: bool = True,
+    diagnostics: bool = True,
 ) -> Selection:
     """Run a selector on the data set's embedding and (by default) save the manifest.
 
@@ -240,33 +251,102 @@ def make_selection(
         workspace: where the embedding is read and the manifest written.
         autoencoder: which trained autoencoder's embedding to use.
         save: write the manifest into the workspace.
+        diagnostics: record coverage diagnostics (:mod:`toolkit.diagnostics`) in the
+            manifest, measured on the autoencoder's embedding when there is one (also for
+            rules that do not use it, such as random); without one, only the class
+            histogram and entropy.
     """
+    from toolkit.embed import load_embedding
+
     ws = as_workspace(workspace)
     selector = get_selector(method, **(params or {}))
     k = resolve_budget(dataset.num_train, size, fraction)
     name = safe_name(name or default_name(method, k, seed, balanced), "selection name")
+    used: Embedding | None = None  # the embedding the rule selects on
     if selector.needs_embeddings:
-        from toolkit.embed import load_embedding
-
-        embedding = load_embedding(dataset, workspace=ws, name=autoencoder)
-        vectors: np.ndarray = embedding.vectors
-        embedding_record: dict[str, Any] | None = embedding.describe()
+        used = embedding = load_embedding(dataset, workspace=ws, name=autoencoder)
     else:
-        vectors = np.zeros((dataset.num_train, 0), dtype=np.float32)
-        embedding_record = None
+        embedding = _optional_embedding(dataset, ws, autoencoder) if diagnostics else None
+    vectors = used.vectors if used is not None else np.zeros((dataset.num_train, 0), dtype=np.float32)
     result = selector.select(vectors, k, labels=dataset.train_labels, seed=seed, balanced=balanced)
     manifest = build_manifest(
         result,
         dataset,
         name=name,
-        embedding=embedding_record,
+        embedding=used.describe() if used is not None else None,
         score_meaning=selector.score_meaning,
         source=selector.source,
+        diagnostics=selection_diagnostics(dataset, result.indices, embedding) if diagnostics else None,
     )
     selection = Selection(manifest)
     if save:
         selection.save(ws.selection_path(dataset.key, name))
     return selection
+
+
+def _optional_embedding(dataset: ImageDataset, ws: Workspace, autoencoder: str) -> Embedding | None:
+    """The autoencoder's embedding when one was trained and verifies, else None."""
+    from toolkit.embed import load_embedding
+
+    try:
+        return load_embedding(dataset, workspace=ws, name=autoencoder)
+    except SampleSiftError:
+        return None
+
+
+def selection_diagnostics(dataset: ImageDataset, indices: np.ndarray, embedding: Embedding | None) -> dict[str, Any]:
+    """Coverage diagnostics of a selection on ``embedding`` (class statistics only without one)."""
+    if embedding is None:
+        counts = np.bincount(dataset.train_labels[indices], minlength=dataset.num_classes)
+        return {"size": len(indices), "class_counts": counts.tolist(), "class_entropy": class_entropy(counts)}
+    report = SelectionDiagnostics(embedding.vectors, dataset.train_labels, num_classes=dataset.num_classes).evaluate(
+        indices
+    )
+    return {**report, "embedding_fingerprint": embedding.fingerprint}
+
+
+@dataclass
+class Comparison:
+    """Diagnostics of several selections side by side (``samplesift compare``).
+
+    Attributes:
+        table: one row per selection: method, then the scalar diagnostics.
+        overlap: pairwise Jaccard overlaps of the selections' indices.
+        embedding: the embedding the diagnostics were measured on (``Embedding.describe()``).
+    """
+
+    table: pd.DataFrame
+    overlap: pd.DataFrame
+    embedding: dict[str, Any]
+
+
+def compare_selections(
+    dataset: ImageDataset,
+    selections: Sequence[str | Path],
+    *,
+    workspace: Workspace | str | Path | None = None,
+    autoencoder: str | None = None,
+) -> Comparison:
+    """Load saved selections of ``dataset`` and compare their diagnostics on one embedding.
+
+    The embedding is ``autoencoder``'s, by default the one the first embedding-based
+    selection was made with (else ``"default"``), so every row is measured the same way.
+    """
+    from toolkit.embed import load_embedding
+
+    require(len(selections) >= 1, "name at least one selection to compare")
+    loaded = [load_selection(s, dataset, workspace=workspace) for s in selections]
+    names = [s.name for s in loaded]
+    require(len(set(names)) == len(names), f"the selections to compare repeat a name: {', '.join(names)}")
+    if autoencoder is None:
+        recorded = [(s.manifest.get("embedding") or {}).get("autoencoder") for s in loaded]
+        autoencoder = next((a for a in recorded if a), "default")
+    embedding = load_embedding(dataset, workspace=workspace, name=autoencoder)
+    diagnostics = SelectionDiagnostics(embedding.vectors, dataset.train_labels, num_classes=dataset.num_classes)
+    table = diagnostics.compare({s.name: s.indices for s in loaded})
+    table.insert(0, "method", [s.method + (" (balanced)" if s.manifest.get("balanced") else "") for s in loaded])
+    overlap = jaccard_matrix({s.name: s.indices for s in loaded})
+    return Comparison(table, overlap, embedding.describe())
 
 
 def load_selection(

@@ -32,10 +32,12 @@ def topk_per_column(values: torch.Tensor, k: int, seed: int = 0) -> tuple[np.nda
     best row not yet taken, until there are exactly ``k``. Every column ends with exactly its
     quota, and the result contains the whole Eq. 4 union.
 
-    Equal values are ordered by a random permutation drawn from ``seed``. This matters for
-    dead or nearly dead units: a dimension that is constant for most samples has more tied
-    "top" samples than its quota, and without the shuffle the tie would go to the lowest row
-    indices, which in a class-sorted data set means the first class.
+    Rows with equal values are ranked by a random permutation drawn from ``seed``, exactly
+    (see :func:`ranked_rows`), so the result does not depend on the device or on how deep the
+    top lists are cut. This matters for dead or nearly dead units: a dimension that is
+    constant for most samples has more tied "top" samples than its quota, and ranking ties by
+    row index would hand them to the lowest indices, in a class-sorted data set the first
+    class.
 
     Returns (rows in pick order, the column that picked each).
     """
@@ -44,26 +46,46 @@ def topk_per_column(values: torch.Tensor, k: int, seed: int = 0) -> tuple[np.nda
     generator = torch.Generator().manual_seed(int(seed))
     shuffle = torch.randperm(n_rows, generator=generator).to(values.device)
     shuffled = values[shuffle]
-    # Correlated dimensions share top samples, so look a few quotas deep from the start.
-    depth = min(n_rows, 4 * base + 32)
-    top = torch.topk(shuffled, depth, dim=0).indices  # positions in the shuffled order
-    first = shuffle[top].T.cpu().numpy()  # (n_cols, depth) row indices, best first
-    candidates = list(first)
-    columns: list[torch.Tensor] = []
+    # Columns share top rows, so the fill reaches deep: real CIFAR-10 autoencoder embeddings
+    # (k = 4,320, 216 columns, base 20) needed a depth of 200-232. torch.topk costs about the
+    # same for a depth of 29 or 400 (it scans every row), so start deep and grow fast.
+    depth = min(n_rows, 16 * (base + 1) + 64)
+    while True:
+        order = shuffle[ranked_rows(shuffled, depth)].cpu().numpy()  # (n_cols, depth) row indices
+        picked, by = _fill_quotas(order, base, k, n_rows)
+        if picked is not None:
+            return picked, by
+        depth = min(n_rows, depth * 4)  # some column ran out of candidates: look deeper
 
-    def deeper(col: int) -> None:
-        # Only columns whose candidates were all taken by others look further down.
-        if not columns:
-            columns.append(shuffled.T.contiguous())
-        new_depth = min(n_rows, 4 * len(candidates[col]))
-        column_top = torch.topk(columns[0][col], new_depth).indices
-        candidates[col] = shuffle[column_top].cpu().numpy()
 
+def ranked_rows(values: torch.Tensor, depth: int) -> torch.Tensor:
+    """The ``depth`` best rows of every column, best first: (n_cols, depth) row positions.
+
+    Rows are ranked by value (descending), then by position (ascending), exactly, including
+    which of several rows tied at the cut-off make it into the list. ``torch.topk`` alone
+    leaves both choices to the implementation.
+    """
+    n_rows, n_cols = values.shape
+    if depth >= n_rows:
+        return torch.sort(values, dim=0, descending=True, stable=True).indices.T
+    cutoff = torch.topk(values, depth, dim=0).values[-1]  # each column's depth-th largest value
+    above = values > cutoff
+    tied = values == cutoff
+    room = depth - above.sum(dim=0)  # tied rows that still fit, per column
+    keep = above | (tied & (torch.cumsum(tied, dim=0) <= room))
+    positions = keep.T.nonzero()[:, 1].reshape(n_cols, depth)  # ascending within each column
+    order = torch.sort(torch.gather(values.T, 1, positions), dim=1, descending=True, stable=True).indices
+    return torch.gather(positions, 1, order)
+
+
+def _fill_quotas(order: np.ndarray, base: int, k: int, n_rows: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """Phase 1 and the quota fill over (n_cols, depth) ranked rows; ``None`` if too shallow."""
+    n_cols, depth = order.shape
     taken = np.zeros(n_rows, dtype=bool)
     picked: list[int] = []
     by: list[int] = []
     if base:
-        head = first[:, :base]
+        head = order[:, :base]
         rank = np.broadcast_to(np.arange(base), head.shape).ravel()
         column = np.broadcast_to(np.arange(n_cols)[:, None], head.shape).ravel()
         rows = head.ravel()
@@ -84,16 +106,13 @@ def topk_per_column(values: torch.Tensor, k: int, seed: int = 0) -> tuple[np.nda
         for col in range(n_cols):
             if count[col] >= quota[col]:
                 continue
-            while True:
-                column_candidates = candidates[col]
-                while pointer[col] < len(column_candidates) and taken[column_candidates[pointer[col]]]:
-                    pointer[col] += 1
-                if pointer[col] < len(column_candidates):
-                    break
-                if len(column_candidates) == n_rows:  # pragma: no cover - impossible while k <= n_rows
-                    raise RuntimeError("ran out of candidates")
-                deeper(col)
-            row = int(candidates[col][pointer[col]])
+            while pointer[col] < depth and taken[order[col, pointer[col]]]:
+                pointer[col] += 1
+            if pointer[col] == depth:
+                if depth < n_rows:
+                    return None, np.zeros(0)  # look deeper
+                raise RuntimeError("ran out of candidates")  # pragma: no cover - k <= n_rows
+            row = int(order[col, pointer[col]])
             taken[row] = True
             picked.append(row)
             by.append(col)

@@ -16,6 +16,7 @@ selector inside each class.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -76,7 +77,7 @@ def as_tensor(embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
     require(tensor.ndim == 2, f"embeddings must be a 2-d N x d array, got shape {tuple(tensor.shape)}")
     require(tensor.shape[0] >= 1, "embeddings are empty (N = 0); there is nothing to select from")
     tensor = tensor.to(torch.float32)
-    if tensor.numel():
+    if tensor.numel() and not bool(torch.isfinite(tensor.sum(dim=1)).all()):  # cheap screen, then count
         bad = int((~torch.isfinite(tensor)).any(dim=1).sum())
         require(
             bad == 0,
@@ -84,6 +85,24 @@ def as_tensor(embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
             "or drop those samples before selecting",
         )
     return tensor
+
+
+#: Largest magnitude selectors compute with; squared distances of 1e12-sized values summed
+#: over hundreds of dimensions stay far below float32's 3.4e38.
+MAX_MAGNITUDE = 2.0**40
+
+
+def rescaled(x: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Scale huge embeddings down by a power of two (exact) so distances cannot overflow.
+
+    Every rule here picks the same samples from ``c * x`` as from ``x`` for any c > 0, so
+    only the units of distance-like scores change; the factor is returned (1.0 if none).
+    """
+    largest = float(x.abs().max()) if x.numel() else 0.0
+    if largest <= MAX_MAGNITUDE:
+        return x, 1.0
+    factor = 2.0 ** -math.ceil(math.log2(largest / MAX_MAGNITUDE))
+    return x * factor, factor
 
 
 def check_budget(k: int, n: int) -> int:
@@ -187,7 +206,7 @@ class Selector:
             seed: seeds every random choice the rule makes.
             balanced: per-class quotas proportional to class frequency.
         """
-        x = as_tensor(embeddings)
+        x, input_scale = rescaled(as_tensor(embeddings))
         n = int(x.shape[0])
         k = check_budget(k, n)
         y = check_labels(labels, n)
@@ -197,7 +216,7 @@ class Selector:
             f"{self.name} selects by embedding, but the embeddings have no dimensions (N x 0); "
             "train an autoencoder first (samplesift embed)",
         )
-        info: dict[str, Any] = {}
+        info: dict[str, Any] = {} if input_scale == 1.0 else {"input_scale": input_scale}
         balanced = balanced or self.always_balanced
         if balanced:
             require(y is not None, f"balanced selection needs labels; {self.name} got none")
@@ -205,18 +224,23 @@ class Selector:
             quotas = class_quotas(y, k)
             scores = np.zeros(n, dtype=np.float64)
             picked_parts, by_parts = [], []
+            class_info: dict[str, Any] = {}
             for cls, quota in quotas.items():
                 members = np.flatnonzero(y == cls)
-                local_idx, local_scores, local_by = self._run(x, members, quota, derive_seed(seed, cls))
+                local_idx, local_scores, local_by, local_info = self._run(x, members, quota, derive_seed(seed, cls))
                 scores[members] = local_scores
+                if local_info:
+                    class_info[str(cls)] = local_info
                 if quota:
                     picked_parts.append(members[local_idx])
                     by_parts.append(local_by)
             indices = np.concatenate(picked_parts) if picked_parts else np.zeros(0, np.int64)
             picked_by = np.concatenate(by_parts) if by_parts else np.zeros(0, np.int64)
             info["quotas"] = {str(c): q for c, q in quotas.items()}
+            if class_info:
+                info["classes"] = class_info
         else:
-            indices, scores, picked_by = self._run(x, np.arange(n), k, seed)
+            indices, scores, picked_by, info = self._run(x, np.arange(n), k, seed)
         indices = np.asarray(indices, dtype=np.int64)
         if len(np.unique(indices)) != k:  # a broken rule must never pass silently
             raise RuntimeError(f"selector {self.name} returned {len(np.unique(indices))} unique of {k} indices")
@@ -233,22 +257,26 @@ class Selector:
 
     def _run(
         self, x: torch.Tensor, members: np.ndarray, k: int, seed: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Run the rule on the rows ``members`` of ``x``; indices are positions in ``members``."""
         if k == 0:
-            return np.zeros(0, np.int64), np.zeros(len(members)), np.zeros(0, np.int64)
+            return np.zeros(0, np.int64), np.zeros(len(members)), np.zeros(0, np.int64), {}
         pool = x if len(members) == x.shape[0] else x[torch.as_tensor(members, device=x.device)]
-        indices, scores, picked_by = self._select(pool, k, seed)
+        indices, scores, picked_by, *rest = self._select(pool, k, seed)
         return (
             _to_numpy(indices).astype(np.int64),
             _to_numpy(scores).astype(np.float64),
             _to_numpy(picked_by).astype(np.int64) if picked_by is not None else np.full(k, -1, np.int64),
+            dict(rest[0]) if rest else {},
         )
 
-    def _select(
-        self, x: torch.Tensor, k: int, seed: int
-    ) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor, np.ndarray | torch.Tensor | None]:
-        """Return (indices into x, per-row scores, picked_by or None). 1 <= k <= len(x)."""
+    def _select(self, x: torch.Tensor, k: int, seed: int) -> tuple[Any, ...]:
+        """Return (indices into x, per-row scores, picked_by or None[, info]). 1 <= k <= len(x).
+
+        The optional fourth element is a JSON-ready dict of facts about the run (objective
+        value, iterations, ...); it lands in :attr:`SelectionResult.info` (per class under
+        ``info["classes"]`` in balanced mode).
+        """
         raise NotImplementedError
 
 
