@@ -122,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--max-per-class", type=_positive_int)
     runs.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
+    project = commands.add_parser("project", help="compute (and cache) a 2-d map of the embedding: UMAP or PCA")
+    _common(project)
+    project.add_argument("--method", choices=("umap", "pca"), default="umap", help="map method (default umap)")
+    project.add_argument("--seed", type=int, default=0)
+    project.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="n_neighbors or min_dist (umap)"
+    )
+    project.add_argument("--autoencoder", default="default", help="which autoencoder's embedding to map")
+
     recon = commands.add_parser("reconstruct", help="write inputs, embeddings and reconstructions as a PNG (Fig. 4)")
     _common(recon)
     recon.add_argument("--indices", help="comma-separated sample indices (default: random)")
@@ -283,6 +292,22 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_project(args: argparse.Namespace) -> int:
+    from toolkit.embed import load_embedding
+    from toolkit.projection import load_or_compute_projection
+
+    dataset = _load(args)
+    embedding = load_embedding(dataset, workspace=args.workspace, name=args.autoencoder)
+    projection = load_or_compute_projection(
+        embedding, args.method, seed=args.seed, params=_params(args.param), workspace=args.workspace
+    )
+    print(
+        f"{args.method} map of {len(projection.coords)} samples of {dataset.key} "
+        f"(computed in {projection.compute_time_s:.1f} s) -> {projection.path}"
+    )
+    return 0
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -311,6 +336,7 @@ COMMANDS = {
     "methods": cmd_methods,
     "train": cmd_train,
     "runs": cmd_runs,
+    "project": cmd_project,
     "reconstruct": cmd_reconstruct,
 }
 

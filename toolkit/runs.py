@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from toolkit.artifacts import atomic_write_bytes, atomic_write_json, read_json, safe_name, to_jsonable
 from toolkit.errors import SampleSiftError
@@ -162,6 +161,8 @@ class Run:
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Save a checkpoint atomically (tensors and plain containers only)."""
+        import torch  # here, not at the top: reading the store (the app, job workers) needs no torch
+
         buffer = io.BytesIO()
         torch.save(state, buffer)
         atomic_write_bytes(self.checkpoint_path, buffer.getvalue())
@@ -175,6 +176,8 @@ class Run:
 
 def load_weights_only(path: str | Path) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` with a clear error for files that need more."""
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle.UnpicklingError and friends
