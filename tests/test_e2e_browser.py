@@ -199,7 +199,7 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
     # Train: queue a short run from the form and watch it finish.
     before = {run.id for run in RunStore(session_workspace)}
     open_page(page, f"{server}/train", "Train")
-    steps = page.get_by_label("Steps")
+    steps = page.get_by_role("spinbutton", name="Steps")
     steps.fill("20")
     steps.press("Enter")
     page.wait_for_selector(IDLE)
@@ -213,7 +213,8 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
         assert time.monotonic() < deadline, "the run did not finish in time"
         time.sleep(0.5)
     page.get_by_text("No active runs").wait_for(timeout=30_000)  # the page polls the run store
-    assert page.locator(".st-key-train_loss_curves .scatterlayer .trace").count() >= 1
+    page.locator(".st-key-train_loss_curves .scatterlayer .trace").first.wait_for(timeout=30_000)
+    page.get_by_text("No active runs").scroll_into_view_if_needed()
     screenshot(page, "train")
     open_page(page, f"{server}/results", "Results")
     page.get_by_test_id("stDataFrame").first.wait_for(timeout=30_000)

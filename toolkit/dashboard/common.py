@@ -270,7 +270,9 @@ def projection_controls(ctx: Context, emb: Embedding, key: str) -> Projection:
     params: dict[str, Any] = {}
     if method == "umap":
         params["n_neighbors"] = int(cols[2].number_input("Neighbours", 2, 200, 15, key=f"{key}_map_neighbours"))
-        params["min_dist"] = float(cols[3].number_input("Min. distance", 0.0, 1.0, 0.1, 0.05, key=f"{key}_map_min_dist"))
+        params["min_dist"] = float(
+            cols[3].number_input("Min. distance", 0.0, 1.0, 0.1, 0.05, key=f"{key}_map_min_dist")
+        )
         with user_errors():
             found = find_projection(emb, "umap", seed=seed, params=params, workspace=ctx.workspace)
         if found is not None:

@@ -24,7 +24,12 @@ st.title("Train")
 st.header("Queue runs")
 saved = [s.name for s in list_selections(dataset, workspace=ctx.workspace)]
 cols = st.columns([3, 3])
-selection = cols[0].selectbox("Selection (the fast phase's subset)", [NO_SELECTION, *saved], key="train_selection")
+selection = cols[0].selectbox(
+    "Selection (the fast phase's subset)",
+    [NO_SELECTION, *saved],
+    index=len(saved),  # the newest saved selection
+    key="train_selection",
+)
 splits = cols[1].multiselect(
     "Splits (share of the run on the subset)",
     SPLITS,
@@ -112,6 +117,12 @@ def live_runs() -> None:
                         jobs.requeue(row.run_id, workspace=ctx.workspace)
                     st.rerun(scope="fragment")
 
+    st.dataframe(
+        table.head(10)[["run_id", "status", "selection", "split", "steps", "time_budget", "seed", "test_accuracy"]],
+        hide_index=True,
+        key="train_recent_table",
+        column_config={"test_accuracy": st.column_config.NumberColumn("test accuracy", format="percent")},
+    )
     recent = [r for r in st.session_state.get("train_recent", []) if r in set(table["run_id"])]
     default = recent or list(table["run_id"].head(4))
     shown = st.multiselect("Curves of", list(table["run_id"]), default=default, key="train_curves")
