@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -213,7 +214,7 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
         assert time.monotonic() < deadline, "the run did not finish in time"
         time.sleep(0.5)
     page.get_by_text("No active runs").wait_for(timeout=30_000)  # the page polls the run store
-    page.locator(".st-key-train_loss_curves .scatterlayer .trace").first.wait_for(timeout=30_000)
+    page.locator(".st-key-train_loss_curves .scatterlayer .trace").first.wait_for(state="attached", timeout=30_000)
     page.get_by_text("No active runs").scroll_into_view_if_needed()
     screenshot(page, "train")
     open_page(page, f"{server}/results", "Results")
@@ -230,7 +231,11 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
 
 @pytest.fixture(scope="module")
 def full_cifar_workspace(session_workspace: Path) -> Path:
-    """The session workspace with the reference CIFAR-10 decode cache and autoencoder linked in (read only)."""
+    """The session workspace with the reference CIFAR-10 autoencoder copied in and its decode cache linked.
+
+    The autoencoder folder is copied (45 MB): workspaces refuse paths that resolve outside
+    them. The decode cache (180 MB of arrays) is only read, so a symbolic link does.
+    """
     autoencoders = sorted(REFERENCE_WORKSPACE.glob("datasets/cifar10-*/autoencoders/default/manifest.json"))
     caches = sorted(REFERENCE_WORKSPACE.glob("cache/datasets/cifar10-*/meta.json"))
     if not autoencoders or not caches:
@@ -238,8 +243,7 @@ def full_cifar_workspace(session_workspace: Path) -> Path:
     for manifest in autoencoders:
         target = session_workspace / manifest.parent.relative_to(REFERENCE_WORKSPACE)
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(manifest.parent, target_is_directory=True)
+            shutil.copytree(manifest.parent, target)
     for meta in caches:
         target = session_workspace / meta.parent.relative_to(REFERENCE_WORKSPACE)
         if not target.exists():

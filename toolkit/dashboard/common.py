@@ -167,18 +167,16 @@ def context() -> Context:
 
 
 @st.cache_resource(max_entries=4)
-def _load_embedding(
-    _dataset: ImageDataset, fingerprint: str, workspace: str, name: str, stamp: int
-) -> Embedding:  # pragma: no cover - thin cache wrapper
+def _load_embedding(_dataset: ImageDataset, fingerprint: str, workspace: str, name: str, stamp: int) -> Embedding:
     return load_embedding(_dataset, workspace=workspace, name=name)
 
 
 def embedding(ctx: Context) -> Embedding | None:
     """The context's embedding (cached while its files are unchanged), or ``None`` if not trained."""
-    manifest = ctx.workspace.autoencoder_dir(ctx.dataset.key, ctx.autoencoder) / "manifest.json"
-    if not manifest.is_file():
-        return None
     with user_errors():
+        manifest = ctx.workspace.autoencoder_dir(ctx.dataset.key, ctx.autoencoder) / "manifest.json"
+        if not manifest.is_file():
+            return None
         return _load_embedding(
             ctx.dataset, ctx.dataset.fingerprint, ctx.ws, ctx.autoencoder, manifest.stat().st_mtime_ns
         )
