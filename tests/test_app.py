@@ -164,8 +164,14 @@ def test_dimensions_heatmap_and_figure4_match_the_toolkit(
     at.number_input(key="dim_sort_dim").set_value(3).run()
     z = decode(chart(at, "dim_heatmap")["data"][0]["z"])
     assert np.all(np.diff(z[:, 3]) <= 0)  # sorted by dimension 3, highest first
+    at.segmented_control(key="dim_view").set_value("Histograms").run()
+    assert_clean(at)
     histograms = chart(at, "dim_histograms")["data"]
-    assert len(histograms) == 6
+    spread = np.argsort(-digits_embedding.vectors.std(axis=0))[:6]
+    assert len(histograms) == 6 and histograms[0]["xaxis"] == "x"
+    np.testing.assert_allclose(decode(histograms[0]["x"]), digits_embedding.vectors[:, spread[0]], rtol=1e-6)
+    at.segmented_control(key="dim_view").set_value("Fig. 4").run()
+    assert_clean(at)
     fig4 = chart(at, "fig4")["data"]
     assert [t["type"] for t in fig4[:3]] == ["image", "heatmap", "image"] and len(fig4) == 18
     at.radio(key="fig4_pick").set_value("chosen").run()
@@ -223,18 +229,21 @@ def test_train_form_queues_a_run_whose_curve_appears(
     run = new[0]
 
     def curve_done() -> bool:
-        if run.status()["state"] != "finished":
-            return False
+        # What the page showed in its last run: no active run, and the curve up to the last step.
         traces = [c for c in at.get("plotly_chart") if c.proto.id.endswith("train_loss_curves")]
-        return bool(traces) and decode(json.loads(traces[0].proto.spec)["data"][0]["x"])[-1] == 15
+        return (
+            "No active runs" in subheaders(at)
+            and bool(traces)
+            and decode(json.loads(traces[0].proto.spec)["data"][0]["x"])[-1] == 15
+        )
 
     poll(at, curve_done)
     assert_clean(at)
+    assert run.status()["state"] == "finished"
     loss = run.metrics("train")
     trace = chart(at, "train_loss_curves")["data"][0]
     np.testing.assert_array_equal(decode(trace["x"]), loss["step"].to_numpy())
     np.testing.assert_allclose(decode(trace["y"]), loss["loss"].to_numpy())
-    assert "No active runs" in subheaders(at)
 
 
 def test_bad_data_inputs_show_the_toolkit_message(workspace: Path, tmp_path: Path) -> None:
@@ -258,6 +267,9 @@ def test_the_autoencoder_is_trained_from_the_app(workspace: Path, digits: ImageD
     at.number_input(key="embed_batch").set_value(64)
     at.get("form_submit_button")[0].click()
     at.run()
+    # The job process needs seconds to start: the live panel with its cancel button shows first.
+    assert at.button(key="cancel_embed").label == "Cancel training"
+    assert [m.label for m in at.metric] == ["Step", "Loss", "Images/s", "Time left"]
     poll(at, lambda: bool([c for c in at.get("plotly_chart") if c.proto.id.endswith("embedding_map")]))
     assert_clean(at)
     assert subheaders(at)[0] == "Selected: 0 samples"
