@@ -22,9 +22,11 @@ from streamlit.testing.v1 import AppTest
 
 from toolkit.data import ImageDataset
 from toolkit.embed import AutoencoderConfig, Embedding, train_autoencoder
+from toolkit.jobs import cancel_run
 from toolkit.projection import load_or_compute_projection, points_in_polygon, stratified_subsample
 from toolkit.runs import RunStore
 from toolkit.selection import list_selections, make_selection
+from toolkit.train import TrainConfig, prepare
 from toolkit.viz.embedding import heatmap_rows, image_grid_items
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -210,8 +212,12 @@ def test_selectors_compare_and_refuse_a_budget_larger_than_the_data_set(
 def test_train_form_queues_a_run_whose_curve_appears(
     workspace: Path, digits: ImageDataset, digits_embedding: Embedding
 ) -> None:
+    # An older run in the store: the curves must follow the newly queued run, not the old ones.
+    older = prepare(digits, TrainConfig(split=0.0, steps=5), workspace=workspace, name="older")
+    assert cancel_run(older) == "cancelled"
     at = open_app("train")
     assert_clean(at)
+    assert chart(at, "train_loss_curves")["data"] == []  # the older run has no metrics yet
     at.number_input(key="train_steps").set_value(0)
     at.button(key="train_submit").click().run()
     assert at.error and "--steps must be a positive whole number, got 0" in at.error[0].value

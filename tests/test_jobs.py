@@ -124,3 +124,5 @@ def test_projection_job_computes_and_caches_a_umap(
     agreement = (digits.train_labels[d.argmin(1)] == digits.train_labels).mean()
     assert agreement > 0.5
     assert jobs.find_projection_job(digits, "umap", workspace=session_workspace).id == umap_job.id
+    listed = jobs.list_jobs(session_workspace)
+    assert umap_job.id in {job.id for job in listed} and all(job.kind in jobs.JOB_KINDS for job in listed)

@@ -232,6 +232,8 @@ def list_jobs(
         return []
     jobs = []
     for path in sorted(folder.glob("*.json"), reverse=True):
+        if path.name.endswith(".end.json"):
+            continue  # a job's end record, not a job
         job = Job(path)
         try:
             if kind is not None and job.kind != kind:

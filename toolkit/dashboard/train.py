@@ -79,7 +79,7 @@ if st.button("Queue runs", type="primary", icon=":material/play_arrow:", disable
             workspace=ctx.workspace,
             name=name.strip() or None,
         )
-    st.session_state["train_recent"] = [run.id for run in runs]
+    st.session_state["train_curves"] = [run.id for run in runs]  # show the new runs' curves
     st.success(f"Queued {len(runs)} run(s); worker job `{job.id}`.")
 
 
@@ -123,9 +123,13 @@ def live_runs() -> None:
         key="train_recent_table",
         column_config={"test_accuracy": st.column_config.NumberColumn("test accuracy", format="percent")},
     )
-    recent = [r for r in st.session_state.get("train_recent", []) if r in set(table["run_id"])]
-    default = recent or list(table["run_id"].head(4))
-    shown = st.multiselect("Curves of", list(table["run_id"]), default=default, key="train_curves")
+    options = list(table["run_id"])
+    default = None
+    if "train_curves" in st.session_state:  # runs deleted meanwhile drop out of the choice
+        st.session_state["train_curves"] = [r for r in st.session_state["train_curves"] if r in options]
+    else:
+        default = options[:4]  # the newest runs
+    shown = st.multiselect("Curves of", options, default=default, key="train_curves")
     runs = [store.get(run_id) for run_id in shown]
     if runs:
         left, right = st.columns(2)
