@@ -32,6 +32,9 @@ from toolkit.viz.embedding import heatmap_rows, image_grid_items
 APP = Path(__file__).resolve().parents[1] / "app.py"
 PAGES = ("data", "embeddings", "dimensions", "selectors", "train", "results", "export")
 
+#: Background training processes inherit SAMPLESIFT_THREADS=1 (much faster on a loaded 2-core machine).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 # --------------------------------------------------------------------------- helpers
 

@@ -89,6 +89,7 @@ def server(
     """`streamlit run app.py` on a free localhost port, on the session workspace."""
     port = _free_port()
     env = {**os.environ, "SAMPLESIFT_WORKSPACE": str(session_workspace), "PYTHONPATH": str(REPO)}
+    env["SAMPLESIFT_THREADS"] = "1"  # the runs it starts: one torch thread is much faster on 2 loaded cores
     env.pop("SAMPLESIFT_DATA", None)
     log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
     command = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true"]

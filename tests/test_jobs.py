@@ -17,6 +17,9 @@ from toolkit.runs import RunStore
 from toolkit.selection import make_selection
 from toolkit.train import TrainConfig
 
+#: Background training processes inherit SAMPLESIFT_THREADS=1 (much faster on a loaded 2-core machine).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def wait_for(condition, timeout: float = 120.0, every: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
