@@ -42,7 +42,7 @@ def umap_job(digits: ImageDataset, digits_embedding: Embedding, session_workspac
 
 def test_embed_job_reports_progress_and_cancels_keeping_a_checkpoint(session_workspace: Path) -> None:
     small = load_dataset("digits", workspace=session_workspace, max_per_class=30)
-    config = AutoencoderConfig(epochs=400, batch=32, device="cpu", log_every=2)
+    config = AutoencoderConfig(epochs=400, batch=32, device="cpu", log_every=2, checkpoint_every=3)
     job = jobs.start_embed(small, config, workspace=session_workspace)
     assert job.kind == "embed" and job.record["pid"] > 0
     with pytest.raises(SampleSiftError, match="already being trained"):
@@ -57,7 +57,7 @@ def test_embed_job_reports_progress_and_cancels_keeping_a_checkpoint(session_wor
     assert job.wait(60) == "cancelled"
     stopped = jobs.embed_status(small, workspace=session_workspace)
     assert stopped["state"] == "cancelled" and 4 <= stopped["step"] < 4_000
-    # Nothing half-made is published; the checkpoint for `samplesift embed --resume` is kept.
+    # Nothing half-made is published; the last checkpoint (every 3 steps) stays for `samplesift embed --resume`.
     autoencoders = session_workspace / "datasets" / small.key / "autoencoders"
     assert not (autoencoders / "default").exists()
     assert (autoencoders / ".default.partial" / "checkpoint.pt").is_file()

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--crop", type=_positive_int, help="crop side (default: 3/4 of the image side, 24 for 32x32)")
     embed.add_argument("--name", default="default", help="autoencoder name (default 'default')")
     embed.add_argument("--resume", action="store_true", help="continue an interrupted embed with the same settings")
+    embed.add_argument(
+        "--log-every", type=_positive_int, default=20, help="steps between progress records (default 20)"
+    )
     embed.add_argument("--checkpoint-every", type=_positive_int, help="steps between resumable checkpoints")
     embed.add_argument(
         "--checkpoint-seconds", type=_number, default=60.0, help="seconds between resumable checkpoints (default 60)"
@@ -188,6 +191,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         crop=args.crop,
         device=args.device,
         precision=args.precision,
+        log_every=args.log_every,
         checkpoint_every=args.checkpoint_every,
         checkpoint_every_s=args.checkpoint_seconds,
     )

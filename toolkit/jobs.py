@@ -296,12 +296,20 @@ def start_embed(
         str(config.seed),
         "--device",
         config.device,
+        "--precision",
+        config.precision,
+        "--log-every",
+        str(config.log_every),
+        "--checkpoint-seconds",
+        str(config.checkpoint_every_s),
         "--name",
         name,
         "--quiet",
     ]
     if config.crop:
         command += ["--crop", str(config.crop)]
+    if config.checkpoint_every:
+        command += ["--checkpoint-every", str(config.checkpoint_every)]
     if resume:
         command.append("--resume")
     return start_job(
