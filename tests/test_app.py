@@ -135,7 +135,7 @@ def test_map_matches_the_toolkit_and_a_lasso_shows_and_saves_the_right_images(
     expected = np.flatnonzero(points_in_polygon(coords, np.column_stack([lasso["x"], lasso["y"]])))
     assert 50 < len(expected) < digits.num_train
     assert subheaders(at)[0] == f"Selected: {len(expected):,} samples"
-    _, captions, _ = image_grid_items(digits, expected, limit=60)
+    _, captions, _ = image_grid_items(digits, expected[stratified_subsample(digits.train_labels[expected], 60)])
     grid = [image for image in at.image if image.captions and image.captions[0].startswith("#")][-1]
     assert grid.captions == captions and len(grid.value) == min(60, len(expected))
 
@@ -163,8 +163,9 @@ def test_dimensions_heatmap_and_figure4_match_the_toolkit(
     at = open_app("dimensions")
     assert_clean(at)
     rows = heatmap_rows(digits_embedding.vectors, digits.train_labels, sort_by="class", max_rows=400)
-    heat = chart(at, "dim_heatmap")["data"][0]
-    np.testing.assert_allclose(decode(heat["z"]), digits_embedding.vectors[rows], rtol=1e-6)
+    heat = chart(at, "dim_heatmap")
+    np.testing.assert_allclose(decode(heat["data"][0]["z"]), digits_embedding.vectors[rows], rtol=1e-6)
+    assert heat["layout"]["yaxis"]["ticktext"] == list(digits.class_names)  # one label per class block
     at.radio(key="dim_sort").set_value("a dimension").run()
     at.number_input(key="dim_sort_dim").set_value(3).run()
     z = decode(chart(at, "dim_heatmap")["data"][0]["z"])

@@ -11,6 +11,7 @@ from toolkit.selectors import available
 from toolkit.viz.embedding import embedding_map, image_grid_items, indices_from_plotly_selection
 
 MAP_KEY = "embedding_map"
+GRID_SIZE = 60
 COLOR_MODES = ("class", "dimension", "saved selection", "selector score")
 #: The paper's budget (4,320 of 50,000), used when colouring by a selector's score.
 PAPER_FRACTION = 0.0864
@@ -110,13 +111,16 @@ with grid_column:
                 st.success(
                     f"Saved {saved_selection.size:,} samples as {saved_selection.name!r}: `{saved_selection.path}`"
                 )
-        values = None if categories is not None else np.asarray(color)[selected]
-        images, captions, _ = image_grid_items(dataset, selected, scores=values, limit=60)
+        if categories is None:  # numeric colours: show the highest values first
+            values = np.asarray(color)[selected]
+            images, captions, _ = image_grid_items(dataset, selected, scores=values, limit=GRID_SIZE)
+            order = f"the highest {color_title} first"
+        else:  # otherwise a class-stratified sample of the selection
+            sample = selected[stratified_subsample(dataset.train_labels[selected], GRID_SIZE, seed=0)]
+            images, captions, _ = image_grid_items(dataset, sample, limit=None)
+            order = "a class-stratified sample"
         if len(selected) > len(images):
-            st.caption(
-                f"Showing {len(images)} of {len(selected):,}"
-                + (f", highest {color_title} first." if values is not None else ", lowest index first.")
-            )
+            st.caption(f"Showing {len(images)} of {len(selected):,}: {order}.")
         common.show_images(images, captions, width=64)
     else:
         st.caption("Draw a lasso on the map (or pick box select in its toolbar) to see those samples here.")

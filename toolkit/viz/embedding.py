@@ -300,11 +300,19 @@ def dimension_heatmap(
             hovertemplate="sample %{customdata[0]} (%{customdata[1]})<br>dimension %{x}: %{z:.3f}<extra></extra>",
         )
     )
+    # Name the class of each run of equal labels (rows sorted by class form one run per class).
+    row_labels = np.asarray(labels)[rows]
+    starts = np.flatnonzero(np.r_[True, row_labels[1:] != row_labels[:-1]])
+    ticks = (
+        {"tickvals": starts.tolist(), "ticktext": [str(names[i]) for i in starts], "showticklabels": True}
+        if len(starts) <= 30
+        else {"showticklabels": False}
+    )
     fig.update_layout(
         title=title,
         height=height,
         xaxis_title="embedding dimension",
-        yaxis={"title": f"{len(rows)} samples", "showticklabels": False, "autorange": "reversed"},
+        yaxis={"title": f"{len(rows)} samples", "autorange": "reversed", **ticks},
         margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
     )
     return fig
