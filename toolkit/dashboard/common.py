@@ -9,7 +9,7 @@ error, and polls background jobs (:mod:`toolkit.jobs`) from fragments.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,9 +314,3 @@ def show_images(images: list[np.ndarray], captions: list[str], *, width: int = 7
     """A grid of small images with captions."""
     if images:
         st.image(images, caption=captions, width=width)
-
-
-def run_guarded(func: Callable[[], Any]) -> Any:
-    """Call ``func``; a :class:`SampleSiftError` becomes an on-page error and stops the run."""
-    with user_errors():
-        return func()
