@@ -235,7 +235,7 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
     before = {run.id for run in RunStore(session_workspace)}
     navigate(page, "Train")
     steps = page.get_by_role("spinbutton", name="Steps")
-    steps.fill("20")
+    steps.fill("40")
     steps.press("Enter")
     page.wait_for_selector(IDLE)
     page.get_by_role("button", name="Queue runs").click()

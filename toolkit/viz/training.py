@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pandas as pd
 import plotly.graph_objects as go
 
 from toolkit.runs import Run
@@ -38,15 +39,18 @@ def run_curves(
         frame = run.metrics(kind)
         if frame.empty or y not in frame:
             continue
-        for phase, dash in (("fast", "solid"), ("full", "dash")):
-            part = frame[frame["phase"] == phase]
+        fast = frame[frame["phase"] == "fast"]
+        full = frame[frame["phase"] == "full"]
+        if not fast.empty and not full.empty:
+            full = pd.concat([fast.tail(1), full])  # the dashed part continues where the solid one ends
+        for part, phase, dash in ((fast, "fast", "solid"), (full, "full", "dash")):
             if part.empty:
                 continue
             fig.add_trace(
                 go.Scatter(
                     x=part[x],
                     y=part[y],
-                    mode="lines+markers" if kind == "eval" else "lines",
+                    mode="lines+markers" if kind == "eval" or len(frame) <= 30 else "lines",
                     line={"color": color, "dash": dash},
                     name=f"{name} ({phase})",
                     legendgroup=name,
