@@ -22,12 +22,14 @@ from streamlit.testing.v1 import AppTest
 
 from toolkit.data import ImageDataset
 from toolkit.embed import AutoencoderConfig, Embedding, train_autoencoder
+from toolkit.experiments import results_table
 from toolkit.jobs import cancel_run
 from toolkit.projection import load_or_compute_projection, points_in_polygon, stratified_subsample
 from toolkit.runs import RunStore
 from toolkit.selection import list_selections, make_selection
-from toolkit.train import TrainConfig, prepare
+from toolkit.train import TrainConfig, prepare, train
 from toolkit.viz.embedding import heatmap_rows, image_grid_items
+from toolkit.viz.results import accuracy_vs_split, time_budget_bars
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 PAGES = ("data", "embeddings", "dimensions", "selectors", "train", "results", "export")
@@ -253,6 +255,27 @@ def test_train_form_queues_a_run_whose_curve_appears(
     trace = chart(at, "train_loss_curves")["data"][0]
     np.testing.assert_array_equal(decode(trace["x"]), loss["step"].to_numpy())
     np.testing.assert_allclose(decode(trace["y"]), loss["loss"].to_numpy())
+
+
+def test_results_page_draws_the_experiment_figures_from_the_run_store(
+    workspace: Path, digits: ImageDataset, digits_embedding: Embedding
+) -> None:
+    selection = make_selection(digits, "random", size=100, workspace=workspace, name="results-random")
+    for config in (
+        TrainConfig(split=0.0, steps=6, batch=32, evals=0, device="cpu"),
+        TrainConfig(split=0.5, steps=6, batch=32, evals=0, device="cpu"),
+        TrainConfig(split=0.5, time_budget=0.5, batch=32, evals=0, device="cpu"),
+    ):
+        train(digits, config, selection=selection if config.split else None, workspace=workspace, progress=False)
+    at = open_app("results")
+    assert_clean(at)
+    table = results_table(workspace, dataset=digits.key)
+    assert len(table) >= 3 and {"equal-steps", "equal-time"} <= set(table["protocol"])
+    for key, figure in (("results_fig5", accuracy_vs_split(table)), ("results_fig6", time_budget_bars(table))):
+        assert chart(at, key)["data"] == json.loads(figure.to_json())["data"]
+    shown = next(d.value for d in at.dataframe if "images_per_s" in d.value.columns)  # the sortable run table
+    assert list(shown["run_id"]) == list(table["run_id"])
+    np.testing.assert_allclose(shown["test_accuracy"], table["test_accuracy"])
 
 
 def test_bad_data_inputs_show_the_toolkit_message(workspace: Path, tmp_path: Path) -> None:
