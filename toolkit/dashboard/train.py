@@ -11,7 +11,8 @@ from toolkit.dashboard import common
 from toolkit.runs import RunStore
 from toolkit.selection import list_selections
 from toolkit.train import TrainConfig
-from toolkit.viz.training import run_curves
+from toolkit.viz.results import loss_curves
+from toolkit.viz.training import accuracy_curves
 
 NO_SELECTION = "(none: full data only)"
 SPLITS = [round(0.1 * i, 1) for i in range(11)]
@@ -133,8 +134,8 @@ def live_runs() -> None:
     runs = [store.get(run_id) for run_id in shown]
     if runs:
         left, right = st.columns(2)
-        left.plotly_chart(run_curves(runs, "loss", title="Training loss"), key="train_loss_curves")
-        right.plotly_chart(run_curves(runs, "test_accuracy", title="Test accuracy"), key="train_accuracy_curves")
+        left.plotly_chart(loss_curves(runs, x="step"), key="train_loss_curves")
+        right.plotly_chart(accuracy_curves(runs, title="Test accuracy"), key="train_accuracy_curves")
 
 
 st.header("Runs")

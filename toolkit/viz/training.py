@@ -1,8 +1,12 @@
-"""Live training curves of runs in the run store (read from their metrics files)."""
+"""Live test-accuracy curves of runs in the run store (read from their evaluation records).
+
+Training-loss curves are :func:`toolkit.viz.results.loss_curves` (the paper's Fig. 7).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -10,57 +14,49 @@ import plotly.graph_objects as go
 from toolkit.runs import Run
 from toolkit.viz.embedding import category_colors
 
-AXIS_TITLES = {
-    "step": "step",
-    "wall_time_s": "training wall-clock (s, warm-up and evaluation excluded)",
-    "loss": "training loss",
-    "test_accuracy": "test accuracy (averaged weights)",
-}
+X_TITLES = {"step": "step", "wall_time_s": "training wall-clock (s, warm-up and evaluation excluded)"}
 
 
-def run_curves(
+def accuracy_curves(
     runs: Sequence[Run],
-    y: str = "loss",
     *,
-    x: str = "step",
-    labels: Sequence[str] | None = None,
+    x: Literal["step", "wall_time_s"] = "step",
     title: str | None = None,
     height: int = 340,
 ) -> go.Figure:
-    """One line per run: training ``loss`` or ``test_accuracy`` against ``step`` or ``wall_time_s``.
+    """One line per run: test accuracy (averaged weights) at each evaluation, against steps or time.
 
-    Loss comes from the runs' training records, accuracy from their evaluations; the fast
-    phase (on the subset) is drawn solid and the full-data phase dashed, so the switch shows.
+    The fast phase (on the subset) is solid and the full-data phase dashed, continuing from
+    the last fast-phase evaluation, so the switch shows. Runs still training are drawn as
+    far as they got.
     """
-    kind = "eval" if y == "test_accuracy" else "train"
     fig = go.Figure()
-    names = list(labels) if labels is not None else [run.id for run in runs]
-    for run, name, color in zip(runs, names, category_colors(len(runs)), strict=True):
-        frame = run.metrics(kind)
-        if frame.empty or y not in frame:
+    for run, color in zip(runs, category_colors(len(runs)), strict=True):
+        frame = run.metrics("eval")
+        if frame.empty:
             continue
         fast = frame[frame["phase"] == "fast"]
         full = frame[frame["phase"] == "full"]
         if not fast.empty and not full.empty:
-            full = pd.concat([fast.tail(1), full])  # the dashed part continues where the solid one ends
+            full = pd.concat([fast.tail(1), full])
         for part, phase, dash in ((fast, "fast", "solid"), (full, "full", "dash")):
             if part.empty:
                 continue
             fig.add_trace(
                 go.Scatter(
                     x=part[x],
-                    y=part[y],
-                    mode="lines+markers" if kind == "eval" or len(frame) <= 30 else "lines",
+                    y=part["test_accuracy"],
+                    mode="lines+markers",
                     line={"color": color, "dash": dash},
-                    name=f"{name} ({phase})",
-                    legendgroup=name,
+                    name=f"{run.id} ({phase})",
+                    legendgroup=run.id,
                 )
             )
     fig.update_layout(
         title=title,
         height=height,
-        xaxis_title=AXIS_TITLES.get(x, x),
-        yaxis_title=AXIS_TITLES.get(y, y),
+        xaxis_title=X_TITLES[x],
+        yaxis_title="test accuracy (averaged weights)",
         margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
         legend={"font": {"size": 10}},
     )
