@@ -249,10 +249,10 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
         time.sleep(0.5)
     page.get_by_text("No active runs").wait_for(timeout=30_000)  # the page polls the run store
     page.locator(".st-key-train_loss_curves .scatterlayer .trace").first.wait_for(state="attached", timeout=30_000)
-    page.locator(".st-key-train_loss_curves").scroll_into_view_if_needed()
+    page.locator(".st-key-train_loss_curves").first.scroll_into_view_if_needed()
     screenshot(page, "train")
     navigate(page, "Results")
-    page.get_by_test_id("stDataFrame").first.wait_for(timeout=30_000)
+    page.locator(".st-key-results_fig5 .main-svg").first.wait_for(state="attached", timeout=30_000)  # Fig. 5
     screenshot(page, "results")
     navigate(page, "Export")
     screenshot(page, "export")
