@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 from toolkit import jobs
+from toolkit.artifacts import lock_is_held
 from toolkit.data import ImageDataset, load_dataset
 from toolkit.embed import AutoencoderConfig, Embedding, training_progress
 from toolkit.errors import SampleSiftError
@@ -129,3 +132,14 @@ def test_projection_job_computes_and_caches_a_umap(
     assert jobs.find_projection_job(digits, "umap", workspace=session_workspace).id == umap_job.id
     listed = jobs.list_jobs(session_workspace)
     assert umap_job.id in {job.id for job in listed} and all(job.kind in jobs.JOB_KINDS for job in listed)
+
+
+def test_a_job_killed_hard_reads_lost_not_running(
+    digits: ImageDataset, digits_embedding: Embedding, session_workspace: Path
+) -> None:
+    job = jobs.start_projection(digits, "pca", seed=7, workspace=session_workspace)
+    wait_for(lambda: lock_is_held(job.lock_path))  # the wrapper runs and holds its lock
+    assert job.state() == "running"
+    os.killpg(job.record["pid"], signal.SIGKILL)  # the wrapper and its command, no chance to clean up
+    wait_for(lambda: job.state() != "running", timeout=30)
+    assert job.state() == "lost" and job.end() is None

@@ -18,8 +18,9 @@ so the app stays responsive and a terminal user gets exactly the same results:
 
 Every job is one wrapper process (``python -m toolkit.jobs JOB_FILE``) started in its own
 session, so it outlives the app (a browser refresh or an app restart loses nothing). It is
-recorded in ``<workspace>/jobs/<id>.json`` (kind, pid, command, log file, targets) and writes
-its end (state, exit code, time) there itself. :meth:`Job.cancel` sends SIGTERM to the wrapper,
+recorded in ``<workspace>/jobs/<id>.json`` (kind, pid, command, targets); its output goes to
+``<id>.log``, it holds a lock on ``<id>.lock`` while it runs, and it writes its end (state,
+exit code, time) to ``<id>.end.json``. :meth:`Job.cancel` sends SIGTERM to the wrapper,
 which passes it on to the command it is running; the CLI turns SIGTERM into an interrupted
 state (a run keeps its checkpoint and can be resumed), and the worker marks the runs it had
 not started yet as cancelled.
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.artifacts import atomic_write_json, read_json, safe_name
+from toolkit.artifacts import atomic_write_json, exclusive_lock, lock_is_held, read_json, safe_name
 from toolkit.errors import SampleSiftError, require
 from toolkit.workspace import Workspace, as_workspace
 
@@ -112,16 +113,29 @@ class Job:
         except SampleSiftError:
             return None
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_suffix(".lock")
+
     def state(self) -> str:
-        """``running``, or how it ended: ``finished``, ``failed``, ``cancelled``, ``lost``."""
+        """``running``, or how it ended: ``finished``, ``failed``, ``cancelled``, ``lost``.
+
+        A started wrapper holds a lock on ``<id>.lock`` until it exits (the kernel drops it
+        even on ``kill -9``), so liveness never depends on a pid that may be reused. Before
+        the lock file exists the wrapper is still starting, and its pid decides.
+        """
         end = self.end()
         if end is not None:
             return str(end["state"])
-        record = self.record
-        pid = int(record.get("pid", -1))
-        if pid <= 0 or record.get("host") != socket.gethostname() or _pid_alive(pid):
-            return "running"  # being started, elsewhere (cannot be checked), or alive
-        end = self.end()  # it may have recorded its end between the two reads
+        if self.lock_path.exists():
+            if lock_is_held(self.lock_path):
+                return "running"
+        else:
+            record = self.record
+            pid = int(record.get("pid", -1))
+            if pid <= 0 or record.get("host") != socket.gethostname() or _pid_alive(pid):
+                return "running"  # being started (or on another host, where it cannot be checked)
+        end = self.end()  # it may have recorded its end between the reads
         return "lost" if end is None else str(end["state"])
 
     def alive(self) -> bool:
@@ -579,19 +593,20 @@ class _Wrapper:
 
     def train_runs(self, run_ids: list[str]) -> int:
         import fcntl
+        import time
 
         from toolkit.runs import RunStore
 
         store = RunStore(self.workspace)
-        lock_path = self.workspace.jobs_dir / "train.lock"
-        with open(lock_path, "a+") as lock:
+        with open(self.workspace.jobs_dir / "train.lock", "a+") as lock:
             # Workers of one workspace take turns: one run trains at a time, in queue order.
-            while True:
+            # (Polled rather than blocking, so a cancel while waiting takes effect at once.)
+            while not self.cancelled:
                 try:
-                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
-                except InterruptedError:  # pragma: no cover - a signal while waiting
-                    continue
+                except BlockingIOError:
+                    time.sleep(0.2)
             failures = 0
             for run_id in run_ids:
                 run = store.get(run_id)
@@ -609,6 +624,10 @@ class _Wrapper:
 
     def main(self) -> int:
         signal.signal(signal.SIGTERM, self.on_terminate)
+        with exclusive_lock(self.path.with_suffix(".lock"), f"job {self.path.stem} is already running", wait_s=0):
+            return self.run()
+
+    def run(self) -> int:
         try:
             if self.record["kind"] == "train":
                 code = self.train_runs(list(self.record["command"]))
