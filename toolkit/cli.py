@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--crop", type=_positive_int, help="crop side (default: 3/4 of the image side, 24 for 32x32)")
     embed.add_argument("--name", default="default", help="autoencoder name (default 'default')")
     embed.add_argument("--resume", action="store_true", help="continue an interrupted embed with the same settings")
+    embed.add_argument(
+        "--log-every", type=_positive_int, default=20, help="steps between progress records (default 20)"
+    )
     embed.add_argument("--checkpoint-every", type=_positive_int, help="steps between resumable checkpoints")
     embed.add_argument(
         "--checkpoint-seconds", type=_number, default=60.0, help="seconds between resumable checkpoints (default 60)"
@@ -149,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--data", help="only runs on this data spec")
     runs.add_argument("--max-per-class", type=_positive_int)
     runs.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    project = commands.add_parser("project", help="compute (and cache) a 2-d map of the embedding: UMAP or PCA")
+    _common(project)
+    project.add_argument("--method", choices=("umap", "pca"), default="umap", help="map method (default umap)")
+    project.add_argument("--seed", type=int, default=0)
+    project.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="n_neighbors or min_dist (umap)"
+    )
+    project.add_argument("--autoencoder", default="default", help="which autoencoder's embedding to map")
 
     sweep = commands.add_parser(
         "sweep", help="run selectors x sizes x splits x seeds (x schedules); write a results table and figures"
@@ -231,6 +243,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         crop=args.crop,
         device=args.device,
         precision=args.precision,
+        log_every=args.log_every,
         checkpoint_every=args.checkpoint_every,
         checkpoint_every_s=args.checkpoint_seconds,
     )
@@ -377,6 +390,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_project(args: argparse.Namespace) -> int:
+    from toolkit.embed import load_embedding
+    from toolkit.projection import load_or_compute_projection
+
+    dataset = _load(args)
+    embedding = load_embedding(dataset, workspace=args.workspace, name=args.autoencoder)
+    projection = load_or_compute_projection(
+        embedding, args.method, seed=args.seed, params=_params(args.param), workspace=args.workspace
+    )
+    print(
+        f"{args.method} map of {len(projection.coords)} samples of {dataset.key} "
+        f"(computed in {projection.compute_time_s:.1f} s) -> {projection.path}"
+    )
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from toolkit.experiments import build_sweep, plan_sweep, run_sweep, sweep_executor, write_outputs
 
@@ -460,6 +488,7 @@ COMMANDS = {
     "compare": cmd_compare,
     "train": cmd_train,
     "runs": cmd_runs,
+    "project": cmd_project,
     "reconstruct": cmd_reconstruct,
     "sweep": cmd_sweep,
 }

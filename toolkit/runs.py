@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from toolkit.artifacts import (
     atomic_write_bytes,
@@ -187,6 +186,8 @@ class Run:
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Save a checkpoint atomically (tensors and plain containers only)."""
+        import torch  # here, not at the top: reading the store (the app, job workers) needs no torch
+
         buffer = io.BytesIO()
         torch.save(state, buffer)
         atomic_write_bytes(self.checkpoint_path, buffer.getvalue())
@@ -205,6 +206,8 @@ def load_weights_only(path: str | Path) -> dict[str, Any]:
     for any other object (the way a malicious pickle runs code) is refused before anything
     in it is executed. A damaged file (cut short by a full disk, say) gets its own message.
     """
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

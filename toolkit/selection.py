@@ -52,10 +52,15 @@ def resolve_budget(n: int, size: int | None = None, fraction: float | None = Non
 
 @dataclass
 class Selection:
-    """A saved (or ready to save) selection manifest."""
+    """A saved (or ready to save) selection manifest.
+
+    ``result`` is the selector's full output (scores of all N samples) when the selection was
+    just made; it is not stored in the manifest (which keeps the selected samples' scores).
+    """
 
     manifest: dict[str, Any]
     path: Path | None = None
+    result: SelectionResult | None = None
 
     @property
     def name(self) -> str:
@@ -162,6 +167,13 @@ class Selection:
     def save(self, path: str | Path) -> Path:
         self.path = atomic_write_json(path, self.manifest)
         return self.path
+
+    def save_in(self, workspace: Workspace | str | Path | None = None, name: str | None = None) -> Path:
+        """Save among its data set's selections in ``workspace``, optionally under a new name."""
+        if name is not None and name != self.name:
+            self.manifest = {**self.manifest, "name": safe_name(name, "selection name")}
+        ws = as_workspace(workspace)
+        return self.save(ws.selection_path(str(self.manifest["dataset"]["key"]), self.name))
 
     @classmethod
     def from_file(cls, path: str | Path) -> Selection:
@@ -278,7 +290,7 @@ def make_selection(
         source=selector.source,
         diagnostics=selection_diagnostics(dataset, result.indices, embedding) if diagnostics else None,
     )
-    selection = Selection(manifest)
+    selection = Selection(manifest, result=result)
     if save:
         selection.save(ws.selection_path(dataset.key, name))
     return selection
@@ -347,6 +359,48 @@ def compare_selections(
     table.insert(0, "method", [s.method + (" (balanced)" if s.manifest.get("balanced") else "") for s in loaded])
     overlap = jaccard_matrix({s.name: s.indices for s in loaded})
     return Comparison(table, overlap, embedding.describe())
+
+
+def selection_from_indices(
+    dataset: ImageDataset,
+    indices: np.ndarray | list[int],
+    *,
+    name: str,
+    method: str = "manual",
+    params: dict[str, Any] | None = None,
+    embedding: dict[str, Any] | None = None,
+    source: str = "picked by hand",
+    workspace: Workspace | str | Path | None = None,
+    save: bool = True,
+) -> Selection:
+    """A selection of given samples (a lasso on the embedding map, a list from elsewhere).
+
+    The manifest has the same form as a selector's, with zero scores and no picking rule;
+    ``params`` records how the samples were chosen (for a lasso: the polygon and the map).
+    """
+    idx = np.asarray(indices, dtype=np.int64)
+    require(len(idx) > 0, "the selection is empty; pick at least one sample")
+    require(len(np.unique(idx)) == len(idx), "the selection lists some samples more than once")
+    require(
+        idx.min() >= 0 and idx.max() < dataset.num_train,
+        f"sample indices must be in [0, {dataset.num_train}), got {idx.min()}..{idx.max()}",
+    )
+    name = safe_name(name, "selection name")
+    result = SelectionResult(
+        indices=idx,
+        scores=np.zeros(dataset.num_train, dtype=np.float64),
+        picked_by=np.full(len(idx), -1, dtype=np.int64),
+        method=method,
+        params=dict(params or {}),
+        seed=0,
+    )
+    manifest = build_manifest(
+        result, dataset, name=name, embedding=embedding, score_meaning="none (samples picked by hand)", source=source
+    )
+    selection = Selection(manifest, result=result)
+    if save:
+        selection.save(as_workspace(workspace).selection_path(dataset.key, name))
+    return selection
 
 
 def load_selection(

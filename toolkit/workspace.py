@@ -8,7 +8,9 @@ A workspace is one folder (``--workspace DIR``, else ``$SAMPLESIFT_WORKSPACE``, 
       datasets/<dataset-key>/           everything derived from one data set version
         autoencoders/<name>/            weights, embeddings, manifest
         selections/<name>.json          selection manifests
+        projections/<method>-<key>.npy  2-d maps (UMAP, PCA) of an embedding, with a .json record
       runs/<run-id>/                    training runs (config, metrics, summary, checkpoint)
+      jobs/<job-id>.json                background processes started by the app (pid, command, log)
       downloads/                        torchvision downloads, when the user asks for them
 
 A data set's key is its name plus the first characters of its content fingerprint, so a
@@ -67,6 +69,13 @@ class Workspace:
 
     def selection_path(self, dataset_key: str, name: str) -> Path:
         return confined_path(self.selections_dir(dataset_key), f"{safe_name(name, 'selection name')}.json")
+
+    def projections_dir(self, dataset_key: str) -> Path:
+        return confined_path(self.dataset_dir(dataset_key), "projections")
+
+    @property
+    def jobs_dir(self) -> Path:
+        return confined_path(self.root, "jobs")
 
     def run_dir(self, run_id: str) -> Path:
         return confined_path(self.runs_dir, safe_name(run_id, "run id"))

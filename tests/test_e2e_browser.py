@@ -1,0 +1,316 @@
+"""The dashboard in a real browser: Playwright driving Debian's Chromium against `streamlit run app.py`.
+
+The test starts the server on a free localhost port, opens every page, draws a lasso on the
+embedding map with the mouse, queues a short training run from the form and waits for it
+to finish, and saves a screenshot of each page to ``assets/`` (used in the README). It
+prints the time to first render of each page (cold, then with everything cached) and the
+time from releasing the lasso to the image grid, on digits and on the 50,000 real CIFAR-10
+embeddings when a workspace with them is available.
+
+Chromium comes from Debian (``apt-get install -y chromium``), not ``playwright install``;
+the tests are marked ``e2e`` and skipped when ``/usr/bin/chromium`` is missing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from toolkit.data import ImageDataset
+from toolkit.embed import Embedding
+from toolkit.runs import RunStore
+from toolkit.selection import list_selections
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "assets"
+CHROMIUM = Path(os.environ.get("SAMPLESIFT_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: A workspace holding the full CIFAR-10 decode cache and its trained autoencoder (read only).
+REFERENCE_WORKSPACE = Path(os.environ.get("SAMPLESIFT_CIFAR10_WORKSPACE", "/work/ws"))
+PAGES = {
+    "data": "Data",
+    "embeddings": "Embeddings",
+    "dimensions": "Dimensions",
+    "selectors": "Selectors",
+    "train": "Train",
+    "results": "Results",
+    "export": "Export",
+}
+IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}; apt-get install -y chromium"),
+]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args() -> dict[str, Any]:
+    """pytest-playwright's launch arguments: Debian's Chromium, headless, no network chatter."""
+    return {"executable_path": str(CHROMIUM), "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args() -> dict[str, Any]:
+    return {"viewport": {"width": 1440, "height": 960}}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(
+    session_workspace: Path, digits_embedding: Embedding, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """`streamlit run app.py` on a free localhost port, on the session workspace."""
+    port = _free_port()
+    env = {**os.environ, "SAMPLESIFT_WORKSPACE": str(session_workspace), "PYTHONPATH": str(REPO)}
+    env["SAMPLESIFT_THREADS"] = "1"  # the runs it starts: one torch thread is much faster on 2 loaded cores
+    env.pop("SAMPLESIFT_DATA", None)
+    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
+    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true"]
+    command += ["--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
+    command += ["--server.fileWatcherType", "none"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read() == b"ok":
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"streamlit did not start: {log_path.read_text()[-2000:]}")
+        time.sleep(0.3)
+    yield url
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def open_page(page: Any, url: str, heading: str, timeout: float = 120_000) -> float:
+    """Load ``url`` and return the seconds until the page's script finished and its title shows."""
+    start = time.perf_counter()
+    page.goto(url)
+    page.wait_for_selector(f"h1:has-text('{heading}')", timeout=timeout)
+    page.wait_for_selector(IDLE, timeout=timeout)
+    return time.perf_counter() - start
+
+
+def navigate(page: Any, title: str) -> float:
+    """Click a page in the sidebar menu; return the seconds until it has rendered."""
+    start = time.perf_counter()
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
+    page.wait_for_selector(f"h1:has-text('{title}')")
+    page.wait_for_selector(IDLE)
+    return time.perf_counter() - start
+
+
+def draw_lasso(page: Any, chart_key: str = "embedding_map", share: float = 0.22) -> None:
+    """Drag a closed loop with the mouse over the middle of the map (its drag mode is lasso)."""
+    area = page.locator(f".st-key-{chart_key} .nsewdrag").first
+    area.scroll_into_view_if_needed()
+    page.wait_for_timeout(1_500)  # let WebGL finish drawing the points first
+    box = area.bounding_box()
+    cx, cy = box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5
+    r = min(box["width"], box["height"]) * share
+    points = [(cx + r * math.cos(2 * math.pi * k / 24), cy + r * math.sin(2 * math.pi * k / 24)) for k in range(25)]
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(x, y, steps=2)
+    page.mouse.up()
+
+
+def wait_for_selected(page: Any, timeout: float = 120_000) -> int:
+    """Wait until the grid's heading reports a non-empty selection; return the count."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('h3')].some(h => /Selected: [1-9]/.test(h.textContent))",
+        timeout=timeout,
+    )
+    page.wait_for_selector(IDLE, timeout=timeout)
+    text = page.locator("h3", has_text="Selected:").first.text_content()
+    return int(re.search(r"Selected: ([\d,]+)", text).group(1).replace(",", ""))
+
+
+def screenshot(page: Any, name: str) -> Path:
+    ASSETS.mkdir(exist_ok=True)
+    path = ASSETS / f"dashboard-{name}.png"
+    page.wait_for_timeout(600)  # let plotly finish drawing
+    page.screenshot(path=str(path))
+    assert path.stat().st_size > 20_000  # a real page, not a blank one
+    return path
+
+
+class Frames:
+    """Sizes and times of the websocket messages the page sends (to time a selection event)."""
+
+    def __init__(self, page: Any) -> None:
+        self.sent: list[tuple[float, int]] = []
+        page.on(
+            "websocket", lambda ws: ws.on("framesent", lambda data: self.sent.append((time.perf_counter(), len(data))))
+        )
+
+    def first_after(self, start: float, min_bytes: int = 1_000) -> tuple[float, int]:
+        """(seconds after ``start``, size) of the first message of at least ``min_bytes`` sent since ``start``."""
+        for moment, size in self.sent:
+            if moment >= start and size >= min_bytes:
+                return moment - start, size
+        return float("nan"), 0
+
+
+def timed_lasso(page: Any, frames: Frames, share: float, timeout: float = 120_000) -> tuple[int, float, float, int]:
+    """Draw a lasso; return (selected count, seconds to the grid, seconds until the event left the browser, bytes)."""
+    draw_lasso(page, share=share)
+    released = time.perf_counter()
+    count = wait_for_selected(page, timeout)
+    seconds = time.perf_counter() - released
+    sent_after, size = frames.first_after(released)
+    return count, seconds, sent_after, size
+
+
+def test_every_page_a_lasso_and_a_training_run_in_the_browser(
+    server: str, page: Any, session_workspace: Path, digits: ImageDataset, capsys: pytest.CaptureFixture
+) -> None:
+    frames = Frames(page)
+    cold = open_page(page, f"{server}/", "Data")  # the server's first page: it imports and loads everything
+    order = [*list(PAGES)[1:], "data"]
+    first = {name: navigate(page, PAGES[name]) for name in order}  # first visits compute the PCA map once
+    cached = {name: navigate(page, PAGES[name]) for name in order}  # everything cached
+    screenshot(page, "data")
+    navigate(page, "Dimensions")
+    screenshot(page, "dimensions")
+
+    # Embeddings: lasso with the mouse, the grid shows the selection, save it.
+    navigate(page, "Embeddings")
+    count, lasso_seconds, sent_after, payload = timed_lasso(page, frames, share=0.22)
+    assert 0 < count < digits.num_train
+    grid_images = page.locator("[data-testid='stImage'] img").count()
+    assert grid_images == min(count, 60)
+    page.get_by_label("Selection name").fill("browser-lasso")
+    page.get_by_role("button", name="Save as a named selection").click()
+    page.get_by_text("Saved").first.wait_for(timeout=60_000)
+    saved = {s.name: s for s in list_selections(digits, workspace=session_workspace)}
+    assert saved["browser-lasso"].size == count
+    screenshot(page, "embeddings")
+
+    # Selectors: run two and compare.
+    navigate(page, "Selectors")
+    page.get_by_role("button", name="Run selectors").click()
+    page.get_by_text("Selected images").first.wait_for(timeout=120_000)
+    page.wait_for_selector(IDLE)
+    screenshot(page, "selectors")
+
+    # Train: queue a short run from the form and watch it finish.
+    before = {run.id for run in RunStore(session_workspace)}
+    navigate(page, "Train")
+    steps = page.get_by_role("spinbutton", name="Steps")
+    steps.fill("40")
+    steps.press("Enter")
+    page.wait_for_selector(IDLE)
+    page.get_by_role("button", name="Queue runs").click()
+    page.get_by_text("Queued 1 run(s)").wait_for(timeout=60_000)
+    new = [run for run in RunStore(session_workspace) if run.id not in before]
+    assert len(new) == 1
+    deadline = time.monotonic() + 180
+    while new[0].status()["state"] != "finished":
+        assert new[0].status()["state"] in ("queued", "running"), new[0].status()
+        assert time.monotonic() < deadline, "the run did not finish in time"
+        time.sleep(0.5)
+    page.get_by_text("No active runs").wait_for(timeout=30_000)  # the page polls the run store
+    page.locator(".st-key-train_loss_curves .scatterlayer .trace").first.wait_for(state="attached", timeout=30_000)
+    page.locator(".st-key-train_loss_curves").first.scroll_into_view_if_needed()
+    screenshot(page, "train")
+    navigate(page, "Results")
+    page.locator(".st-key-results_fig5 .main-svg").first.wait_for(state="attached", timeout=30_000)  # Fig. 5
+    screenshot(page, "results")
+    navigate(page, "Export")
+    screenshot(page, "export")
+
+    with capsys.disabled():
+        print(
+            f"\n[e2e digits] first page of a fresh server: {cold:.2f} s; time to first render by in-app navigation (s):"
+        )
+        print("  page        first visit  cached")
+        for name in order:
+            print(f"  {name:11s} {first[name]:11.2f} {cached[name]:7.2f}")
+        print(
+            f"[e2e digits] lasso to grid: {lasso_seconds:.2f} s for {count} of {digits.num_train} samples "
+            f"(the browser sent the selection event after {sent_after:.2f} s, {payload / 1e3:.0f} kB)"
+        )
+        print(f"[e2e digits] load average: {os.getloadavg()}")
+
+
+@pytest.fixture(scope="module")
+def full_cifar_workspace(session_workspace: Path) -> Path:
+    """The session workspace with the reference CIFAR-10 autoencoder copied in and its decode cache linked.
+
+    The autoencoder folder is copied (45 MB): workspaces refuse paths that resolve outside
+    them. The decode cache (180 MB of arrays) is only read, so a symbolic link does.
+    """
+    autoencoders = sorted(REFERENCE_WORKSPACE.glob("datasets/cifar10-*/autoencoders/default/manifest.json"))
+    caches = sorted(REFERENCE_WORKSPACE.glob("cache/datasets/cifar10-*/meta.json"))
+    if not autoencoders or not caches:
+        pytest.skip(f"no trained CIFAR-10 autoencoder in {REFERENCE_WORKSPACE} (set SAMPLESIFT_CIFAR10_WORKSPACE)")
+    for manifest in autoencoders:
+        target = session_workspace / manifest.parent.relative_to(REFERENCE_WORKSPACE)
+        if not target.exists():
+            shutil.copytree(manifest.parent, target)
+    for meta in caches:
+        target = session_workspace / meta.parent.relative_to(REFERENCE_WORKSPACE)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(meta.parent, target_is_directory=True)
+    return session_workspace
+
+
+@pytest.mark.cifar
+def test_lasso_on_50000_real_cifar10_embeddings(
+    server: str, page: Any, full_cifar_workspace: Path, cifar_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    frames = Frames(page)
+    cold = open_page(page, f"{server}/embeddings?data={cifar_root}", "Embeddings", timeout=300_000)
+    page.get_by_text("Selected: 0 samples").wait_for(timeout=300_000)
+    assert page.get_by_text("plotting a class-stratified sample of 20,000").count() == 1
+    data_page = navigate(page, "Data")
+    cached = navigate(page, "Embeddings")
+    count, lasso_seconds, sent_after, payload = timed_lasso(page, frames, share=0.3, timeout=300_000)
+    assert count > 0
+    screenshot(page, "embeddings-cifar10")
+    with capsys.disabled():
+        print(
+            f"\n[e2e cifar10 50,000 points, 20,000 plotted] first render {cold:.2f} s cold (loads 60,000 images), "
+            f"{cached:.2f} s cached (Data page {data_page:.2f} s); lasso to grid {lasso_seconds:.2f} s for "
+            f"{count:,} samples (the browser sent the selection event after {sent_after:.2f} s, "
+            f"{payload / 1e6:.1f} MB); load average {os.getloadavg()}"
+        )

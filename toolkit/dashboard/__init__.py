@@ -1,0 +1,1 @@
+"""The Streamlit dashboard: shared helpers (``common``) and one script per page."""

@@ -1,0 +1,316 @@
+"""What every dashboard page shares: the data set picker, cached loaders, job panels.
+
+The dashboard is a thin layer: everything it shows comes from toolkit calls that the CLI and
+notebooks make too. This module only wires those calls to Streamlit: it caches loaded data
+in the server process, turns :class:`~toolkit.errors.SampleSiftError` into an on-page
+error, and polls background jobs (:mod:`toolkit.jobs`) from fragments.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from toolkit import jobs
+from toolkit.data import ImageDataset, load_dataset
+from toolkit.embed import AutoencoderConfig, Embedding, list_autoencoders, load_embedding
+from toolkit.errors import SampleSiftError
+from toolkit.projection import Projection, find_projection, load_or_compute_projection
+from toolkit.workspace import Workspace
+
+SOURCES = ("digits (offline)", "CIFAR-10", "Image folder or .npz")
+#: How often fragments poll progress files.
+POLL_SECONDS = 1.5
+
+
+@dataclass(frozen=True)
+class Context:
+    """The data set, workspace and autoencoder the pages work on (chosen in the sidebar)."""
+
+    dataset: ImageDataset
+    workspace: Workspace
+    autoencoder: str
+
+    @property
+    def ws(self) -> str:
+        return str(self.workspace.root)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Show a :class:`SampleSiftError` as an error box on the page (and stop this run)."""
+    try:
+        yield
+    except SampleSiftError as exc:
+        st.error(str(exc), icon=":material/error:")
+        st.stop()
+
+
+def default_cifar10_location() -> str:
+    """``$SAMPLESIFT_CIFAR10``, else the shared copy beside the repository if it is there."""
+    if os.environ.get("SAMPLESIFT_CIFAR10"):
+        return os.environ["SAMPLESIFT_CIFAR10"]
+    shared = Path("../shared/datasets/cifar10")
+    return str(shared) if shared.is_dir() else ""
+
+
+def _initial_picker_state() -> None:
+    """First run of a session: defaults from the URL (``?data=SPEC&cap=N``) or the environment."""
+    if "data_source" in st.session_state:
+        return
+    spec = st.query_params.get("data") or os.environ.get("SAMPLESIFT_DATA") or "digits"
+    if spec == "digits":
+        source, path = SOURCES[0], ""
+    elif spec == "cifar10":
+        source, path = SOURCES[1], ""
+    else:
+        source, path = SOURCES[2], spec
+    st.session_state.setdefault("data_source", source)
+    st.session_state.setdefault("data_path", path)
+    st.session_state.setdefault("cifar_path", default_cifar10_location())
+    cap = st.query_params.get("cap", "0")
+    st.session_state.setdefault("max_per_class", int(cap) if cap.isdigit() else 0)
+    st.session_state.setdefault("workspace", os.environ.get("SAMPLESIFT_WORKSPACE") or "workspace")
+
+
+def current_spec() -> str:
+    """The data spec the sidebar describes."""
+    source = st.session_state.get("data_source", SOURCES[0])
+    if source == SOURCES[0]:
+        return "digits"
+    if source == SOURCES[1]:
+        return st.session_state.get("cifar_path", "").strip() or "cifar10"
+    return st.session_state.get("data_path", "").strip()
+
+
+@st.cache_resource(show_spinner="Loading the data set…", max_entries=4)
+def _load_dataset(spec: str, workspace: str, cap: int, skip_bad: bool, generation: int) -> ImageDataset:
+    return load_dataset(spec, workspace=workspace, max_per_class=cap or None, bad_files="skip" if skip_bad else "error")
+
+
+def sidebar() -> Context | None:
+    """Draw the data set picker; return the context, or ``None`` after showing why not."""
+    _initial_picker_state()
+    st.session_state.setdefault("data_generation", 0)
+    with st.sidebar:
+        st.subheader("Data set")
+        source = st.radio("Source", SOURCES, key="data_source")
+        if source == SOURCES[1]:
+            st.text_input(
+                "CIFAR-10 location",
+                key="cifar_path",
+                help="An image-folder copy (train/ and test/), a folder holding torchvision's "
+                "cifar-10-batches-py, or empty to download it with torchvision.",
+            )
+        elif source == SOURCES[2]:
+            st.text_input(
+                "Path",
+                key="data_path",
+                placeholder="path/to/folder or data.npz",
+                help="A folder with train/<class>/<image> and test/<class>/<image>, or an .npz archive.",
+            )
+        st.number_input("Images per class (0 = all)", min_value=0, step=50, key="max_per_class")
+        st.checkbox("Skip unreadable images", key="skip_bad", help="Otherwise a folder with bad files is refused.")
+        st.text_input("Workspace", key="workspace", help="Where caches, embeddings, selections and runs live.")
+        if st.button("Reload data", help="Read the source again (after its files changed)."):
+            st.session_state["data_generation"] += 1
+            _load_dataset.clear()
+    spec = current_spec()
+    workspace = Workspace(st.session_state.get("workspace") or None)
+    if not spec:
+        st.info("Enter the path of an image folder or an .npz file in the sidebar.")
+        return None
+    try:
+        dataset = _load_dataset(
+            spec,
+            str(workspace.root),
+            int(st.session_state.get("max_per_class") or 0),
+            bool(st.session_state.get("skip_bad", False)),
+            st.session_state["data_generation"],
+        )
+    except SampleSiftError as exc:
+        st.error(f"Cannot load the data set: {exc}", icon=":material/error:")
+        return None
+    names = list_autoencoders(dataset, workspace=workspace)
+    with st.sidebar:
+        autoencoder = (
+            st.selectbox("Autoencoder", names, key="autoencoder") if len(names) > 1 else (names or ["default"])[0]
+        )
+        st.caption(
+            f"**{dataset.key}**: {dataset.num_train:,} train / {dataset.num_test:,} test images, "
+            f"{dataset.num_classes} classes, {dataset.image_shape[0]}x{dataset.image_shape[1]}x{dataset.channels}"
+        )
+        st.divider()
+        st.caption(
+            "The server listens on 127.0.0.1 only (`.streamlit/config.toml`). To share it on a network, "
+            "run `streamlit run app.py --server.address 0.0.0.0` behind your own access control."
+        )
+    return Context(dataset, workspace, autoencoder)
+
+
+def context() -> Context:
+    """The context set by the sidebar for this run; stops the page when there is none."""
+    ctx = st.session_state.get("_context")
+    if ctx is None:
+        st.stop()
+    return ctx
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+@st.cache_resource(max_entries=4)
+def _load_embedding(_dataset: ImageDataset, fingerprint: str, workspace: str, name: str, stamp: int) -> Embedding:
+    return load_embedding(_dataset, workspace=workspace, name=name)
+
+
+def embedding(ctx: Context) -> Embedding | None:
+    """The context's embedding (cached while its files are unchanged), or ``None`` if not trained."""
+    with user_errors():
+        manifest = ctx.workspace.autoencoder_dir(ctx.dataset.key, ctx.autoencoder) / "manifest.json"
+        if not manifest.is_file():
+            return None
+        return _load_embedding(
+            ctx.dataset, ctx.dataset.fingerprint, ctx.ws, ctx.autoencoder, manifest.stat().st_mtime_ns
+        )
+
+
+def require_embedding(ctx: Context) -> Embedding:
+    """The embedding, or the panel that trains it (and the page stops there)."""
+    found = embedding(ctx)
+    if found is None:
+        st.info(
+            f"Data set {ctx.dataset.key} has no autoencoder {ctx.autoencoder!r} yet: train it here "
+            f"(a background `samplesift embed` process) or run "
+            f"`samplesift embed {' '.join(jobs.data_arguments(ctx.dataset))}`."
+        )
+        autoencoder_panel(ctx)
+        st.stop()
+    return found
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _embed_progress(ctx: Context) -> None:
+    status = jobs.embed_status(ctx.dataset, workspace=ctx.workspace, name=ctx.autoencoder)
+    job = status["job"]
+    if status["state"] != "running":
+        st.rerun()  # the job ended: redraw the page (map, or the failure message)
+    total = int(status.get("total_steps") or 0)
+    step = int(status.get("step") or 0)
+    st.progress(step / total if total else 0.0, text=f"autoencoder: {status.get('phase') or 'starting'}")
+    cols = st.columns(4)
+    cols[0].metric("Step", f"{step:,} / {total:,}" if total else "–")
+    cols[1].metric("Loss", f"{status['loss']:.4f}" if status.get("loss") is not None else "–")
+    cols[2].metric("Images/s", f"{status['images_per_s']:.0f}" if status.get("images_per_s") else "–")
+    cols[3].metric("Time left", format_seconds(status.get("eta_s")))
+    if st.button("Cancel training", key="cancel_embed", icon=":material/stop:"):
+        job.cancel()
+        st.rerun()
+
+
+def autoencoder_panel(ctx: Context) -> None:
+    """Train the autoencoder in the background, with live progress and a cancel button."""
+    status = jobs.embed_status(ctx.dataset, workspace=ctx.workspace, name=ctx.autoencoder)
+    if status["state"] == "running":
+        _embed_progress(ctx)
+        return
+    job = status["job"]
+    if job is not None and status["state"] in ("failed", "lost"):
+        st.error(f"Training the autoencoder {status['state']} (job {job.id}). Its last output:")
+        st.code(job.log_tail(15) or "(no output)")
+    elif job is not None and status["state"] == "cancelled":
+        st.warning(f"Training was cancelled at step {status.get('step', 0)}; resume it or start over.")
+    with st.form("embed_form"):
+        cols = st.columns(4)
+        epochs = cols[0].number_input("Epochs", min_value=1, value=5, key="embed_epochs")
+        batch = cols[1].number_input("Batch", min_value=1, value=256, key="embed_batch")
+        seed = cols[2].number_input("Seed", value=0, step=1, key="embed_seed")
+        resume = cols[3].checkbox("Resume", value=status["state"] == "cancelled", key="embed_resume")
+        submitted = st.form_submit_button("Train autoencoder", icon=":material/play_arrow:", type="primary")
+    if submitted:
+        with user_errors():
+            config = AutoencoderConfig(epochs=int(epochs), batch=int(batch), seed=int(seed))
+            jobs.start_embed(ctx.dataset, config, workspace=ctx.workspace, name=ctx.autoencoder, resume=resume)
+        st.rerun()
+
+
+# --------------------------------------------------------------------------- maps
+
+PROJECTION_LABELS = {"umap": "UMAP", "pca": "PCA (fast)"}
+
+
+def projection_controls(ctx: Context, emb: Embedding, key: str) -> Projection:
+    """Method and seed pickers; returns the map (PCA is computed here, UMAP in the background)."""
+    cached_umap = find_projection(emb, "umap", workspace=ctx.workspace) is not None
+    cols = st.columns([2, 1, 1, 1])
+    method = cols[0].selectbox(
+        "Map",
+        list(PROJECTION_LABELS),
+        index=0 if cached_umap else 1,
+        format_func=PROJECTION_LABELS.__getitem__,
+        key=f"{key}_map_method",
+    )
+    seed = int(cols[1].number_input("Map seed", value=0, step=1, key=f"{key}_map_seed"))
+    params: dict[str, Any] = {}
+    if method == "umap":
+        params["n_neighbors"] = int(cols[2].number_input("Neighbours", 2, 200, 15, key=f"{key}_map_neighbours"))
+        params["min_dist"] = float(
+            cols[3].number_input("Min. distance", 0.0, 1.0, 0.1, 0.05, key=f"{key}_map_min_dist")
+        )
+        with user_errors():
+            found = find_projection(emb, "umap", seed=seed, params=params, workspace=ctx.workspace)
+        if found is not None:
+            return found
+        _umap_job_panel(ctx, seed, params, key)
+        st.caption("Showing the PCA map until the UMAP is ready.")
+    with user_errors():
+        return load_or_compute_projection(emb, "pca", seed=seed, workspace=ctx.workspace)
+
+
+def _umap_job_panel(ctx: Context, seed: int, params: dict[str, Any], key: str) -> None:
+    job = jobs.find_projection_job(ctx.dataset, "umap", seed=seed, workspace=ctx.workspace, autoencoder=ctx.autoencoder)
+    same = job is not None and all(job.record["targets"].get(k) == v for k, v in params.items())
+    if same and job is not None and job.alive():
+        _projection_poll(job.id, ctx.ws)
+        return
+    if same and job is not None and job.state() in ("failed", "lost"):
+        st.error(f"The UMAP job {job.state()}:")
+        st.code(job.log_tail(10) or "(no output)")
+    if st.button(
+        f"Compute the UMAP of {ctx.dataset.num_train:,} samples in the background",
+        key=f"{key}_start_umap",
+        icon=":material/play_arrow:",
+    ):
+        with user_errors():
+            jobs.start_projection(
+                ctx.dataset, "umap", seed=seed, params=params, workspace=ctx.workspace, autoencoder=ctx.autoencoder
+            )
+        st.rerun()
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _projection_poll(job_id: str, workspace: str) -> None:
+    job = jobs.Job(Workspace(workspace).jobs_dir / f"{job_id}.json")
+    if not job.alive():
+        st.rerun()
+    st.info("Computing the UMAP in the background (`samplesift project --method umap`)…", icon=":material/hourglass:")
+
+
+def show_images(images: list[np.ndarray], captions: list[str], *, width: int = 72) -> None:
+    """A grid of small images with captions."""
+    if images:
+        st.image(images, caption=captions, width=width)

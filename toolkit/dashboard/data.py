@@ -1,0 +1,68 @@
+"""Data page: what the chosen data set holds, its autoencoder, and background jobs."""
+
+import numpy as np
+import streamlit as st
+
+from toolkit import jobs
+from toolkit.dashboard import common
+from toolkit.viz.embedding import class_histogram, image_grid_items
+
+ctx = common.context()
+dataset = ctx.dataset
+
+st.title("Data")
+cols = st.columns(5)
+cols[0].metric("Training images", f"{dataset.num_train:,}")
+cols[1].metric("Test images", f"{dataset.num_test:,}")
+cols[2].metric("Classes", dataset.num_classes)
+cols[3].metric("Image size", "x".join(str(s) for s in dataset.image_shape))
+cols[4].metric("Crop", dataset.default_crop)
+st.caption(f"Source: `{dataset.source}` · data set key `{dataset.key}` · fingerprint `{dataset.fingerprint}`")
+for note in dataset.notes:
+    st.warning(note)
+if dataset.skipped_files:
+    with st.expander(f"{len(dataset.skipped_files)} unreadable file(s) skipped"):
+        st.code("\n".join(dataset.skipped_files[:200]))
+
+left, right = st.columns([3, 2])
+with left:
+    st.plotly_chart(
+        class_histogram(dataset.train_labels, dataset.class_names, title="Training images per class"),
+        key="data_classes",
+    )
+with right:
+    seed = int(st.number_input("Sample seed", value=0, step=1, key="data_seed"))
+    sample = np.random.default_rng(seed).choice(dataset.num_train, size=min(24, dataset.num_train), replace=False)
+    images, captions, _ = image_grid_items(dataset, sample, limit=None)
+    common.show_images(images, captions, width=64)
+
+st.header("Autoencoder")
+emb = common.embedding(ctx)
+if emb is None:
+    st.info(f"No autoencoder {ctx.autoencoder!r} for {dataset.key} yet.")
+    common.autoencoder_panel(ctx)
+else:
+    m = emb.manifest
+    cols = st.columns(5)
+    cols[0].metric("Embedding", f"{emb.vectors.shape[0]:,} x {emb.dim}")
+    cols[1].metric("Steps", f"{m['steps']:,}")
+    cols[2].metric("Final loss", f"{m['final_loss']:.4f}" if m.get("final_loss") is not None else "–")
+    cols[3].metric("Images/s", f"{m['images_per_s']:.0f}" if m.get("images_per_s") else "–")
+    cols[4].metric("Device", m.get("device_name", m.get("device", "")))
+    st.caption(f"`{emb.path}` · embedding fingerprint `{emb.fingerprint}` · trained {m.get('created', '')}")
+    with st.expander("Train again (replaces it when done)"):
+        common.autoencoder_panel(ctx)
+
+st.header("Background jobs")
+recent = jobs.list_jobs(ctx.workspace)[:10]
+if not recent:
+    st.caption("None yet. Training the autoencoder, UMAP maps and training runs run as background processes.")
+for job in recent:
+    state = job.state()
+    record = job.record
+    cols = st.columns([4, 1, 1])
+    cols[0].markdown(f"**{record.get('label') or job.kind}** · `{job.id}` · started {record.get('created', '')}")
+    cols[1].markdown(f"`{state}`")
+    if state == "running" and cols[2].button("Cancel", key=f"cancel_job_{job.id}"):
+        job.cancel()
+        st.rerun()

@@ -1,0 +1,126 @@
+"""Embeddings page: the map of all training embeddings, lasso selection, image grid, save."""
+
+import numpy as np
+import streamlit as st
+
+from toolkit.dashboard import common
+from toolkit.data import ImageDataset
+from toolkit.projection import stratified_subsample
+from toolkit.selection import list_selections, make_selection, selection_from_indices
+from toolkit.selectors import available
+from toolkit.viz.embedding import embedding_map, image_grid_items, indices_from_plotly_selection
+
+MAP_KEY = "embedding_map"
+GRID_SIZE = 60
+COLOR_MODES = ("class", "dimension", "saved selection", "selector score")
+#: The paper's budget (4,320 of 50,000), used when colouring by a selector's score.
+PAPER_FRACTION = 0.0864
+
+ctx = common.context()
+dataset = ctx.dataset
+st.title("Embeddings")
+emb = common.require_embedding(ctx)
+projection = common.projection_controls(ctx, emb, "emb")
+coords = projection.coords
+
+
+@st.cache_data(max_entries=16, show_spinner="Running the selector…")
+def selector_scores(
+    _dataset: ImageDataset, embedding_fingerprint: str, method: str, seed: int, workspace: str, ae: str
+) -> np.ndarray:
+    """Every sample's score under a selector (its run at the paper's budget), cached per embedding."""
+    selection = make_selection(
+        _dataset, method, fraction=PAPER_FRACTION, seed=seed, save=False, workspace=workspace, autoencoder=ae
+    )
+    assert selection.result is not None
+    return selection.result.scores
+
+
+cols = st.columns([2, 2, 1, 3])
+mode = cols[0].selectbox("Colour by", COLOR_MODES, key="emb_color")
+categories = None
+if mode == "class":
+    color, categories, color_title = dataset.train_labels, list(dataset.class_names), "class"
+elif mode == "dimension":
+    dim = int(cols[1].number_input("Dimension", 0, emb.dim - 1, 0, key="emb_dim"))
+    color, color_title = emb.vectors[:, dim], f"dimension {dim}"
+elif mode == "saved selection":
+    saved = {s.name: s for s in list_selections(dataset, workspace=ctx.workspace)}
+    if not saved:
+        cols[1].caption("No saved selections yet: draw a lasso and save it, or use the Selectors page.")
+        color, categories, color_title = np.zeros(dataset.num_train, np.int16), ["not selected"], "selection"
+    else:
+        chosen = cols[1].selectbox("Selection", list(saved), key="emb_selection")
+        color = np.zeros(dataset.num_train, np.int16)
+        color[saved[chosen].indices] = 1
+        categories, color_title = ["not selected", "selected"], chosen
+else:
+    method = cols[1].selectbox("Selector", available(), key="emb_selector")
+    score_seed = int(cols[2].number_input("Seed", value=0, step=1, key="emb_selector_seed"))
+    with common.user_errors():
+        color = selector_scores(dataset, emb.fingerprint, method, score_seed, ctx.ws, ctx.autoencoder)
+    color_title = f"{method} score"
+most = min(20_000, dataset.num_train)
+max_points = (
+    int(cols[3].slider("Points plotted", min(1_000, most), most, most, 1_000, key="emb_max_points"))
+    if most > 1_000
+    else most
+)
+shown = stratified_subsample(dataset.train_labels, max_points, seed=projection.seed)
+st.caption(
+    f"{projection.method.upper()} map of all {dataset.num_train:,} training samples; "
+    + (
+        f"plotting a class-stratified sample of {len(shown):,}. "
+        if len(shown) < dataset.num_train
+        else "every sample is plotted. "
+    )
+    + "A lasso or box selects among **all** samples, plotted or not (drag on the map; double-click clears)."
+)
+map_column, grid_column = st.columns([3, 2])
+figure = embedding_map(
+    coords, shown, color=color, color_title=color_title, categories=categories, labels=dataset.train_labels
+)
+with map_column:
+    event = st.plotly_chart(figure, key=MAP_KEY, on_select="rerun", selection_mode=("lasso", "box"))
+selection_state = (event or {}).get("selection") or {}
+selected = indices_from_plotly_selection(selection_state, coords, shown)
+
+grid_column.subheader(f"Selected: {len(selected):,} samples")
+with grid_column:
+    if len(selected):
+        counts = np.bincount(dataset.train_labels[selected], minlength=dataset.num_classes)
+        st.caption(" · ".join(f"{name}: {c}" for name, c in zip(dataset.class_names, counts, strict=True) if c))
+        with st.form("save_lasso"):
+            name = st.text_input("Selection name", value=f"lasso-{len(selected)}", key="lasso_name")
+            if st.form_submit_button("Save as a named selection", icon=":material/save:"):
+                with common.user_errors():
+                    saved_selection = selection_from_indices(
+                        dataset,
+                        selected,
+                        name=name,
+                        method="lasso",
+                        params={
+                            "projection": projection.describe(),
+                            "lasso": selection_state.get("lasso") or [],
+                            "box": selection_state.get("box") or [],
+                        },
+                        embedding=emb.describe(),
+                        source="lasso or box on the dashboard's embedding map",
+                        workspace=ctx.workspace,
+                    )
+                st.success(
+                    f"Saved {saved_selection.size:,} samples as {saved_selection.name!r}: `{saved_selection.path}`"
+                )
+        if categories is None:  # numeric colours: show the highest values first
+            values = np.asarray(color)[selected]
+            images, captions, _ = image_grid_items(dataset, selected, scores=values, limit=GRID_SIZE)
+            order = f"the highest {color_title} first"
+        else:  # otherwise a class-stratified sample of the selection
+            sample = selected[stratified_subsample(dataset.train_labels[selected], GRID_SIZE, seed=0)]
+            images, captions, _ = image_grid_items(dataset, sample, limit=None)
+            order = "a class-stratified sample"
+        if len(selected) > len(images):
+            st.caption(f"Showing {len(images)} of {len(selected):,}: {order}.")
+        common.show_images(images, captions, width=64)
+    else:
+        st.caption("Draw a lasso on the map (or pick box select in its toolbar) to see those samples here.")

@@ -1,0 +1,142 @@
+"""Train page: queue two-phase runs as background processes; live progress, curves, cancel.
+
+Everything shown here is read from the run store on every poll, so runs started from a
+terminal show up too, and nothing is lost on a browser refresh or an app restart.
+"""
+
+import streamlit as st
+
+from toolkit import jobs
+from toolkit.dashboard import common
+from toolkit.runs import RunStore
+from toolkit.selection import list_selections
+from toolkit.train import TrainConfig
+from toolkit.viz.results import loss_curves
+from toolkit.viz.training import accuracy_curves
+
+NO_SELECTION = "(none: full data only)"
+SPLITS = [round(0.1 * i, 1) for i in range(11)]
+ACTIVE = ("queued", "running")
+
+ctx = common.context()
+dataset = ctx.dataset
+st.title("Train")
+
+st.header("Queue runs")
+saved = [s.name for s in list_selections(dataset, workspace=ctx.workspace)]
+cols = st.columns([3, 3])
+selection = cols[0].selectbox(
+    "Selection (the fast phase's subset)",
+    [NO_SELECTION, *saved],
+    index=len(saved),  # the newest saved selection
+    key="train_selection",
+)
+splits = cols[1].multiselect(
+    "Splits (share of the run on the subset)",
+    SPLITS,
+    default=[0.5] if saved else [0.0],
+    format_func=lambda s: f"{round(100 * s)}/{round(100 - 100 * s)}",
+    key="train_splits",
+)
+cols = st.columns(6)
+length = cols[0].radio("Length", ("steps", "time budget"), key="train_length")
+if length == "steps":
+    steps = int(cols[1].number_input("Steps", value=200, step=50, key="train_steps"))
+    budget = None
+else:
+    steps = None
+    budget = float(cols[1].number_input("Seconds", value=30.0, step=10.0, key="train_budget"))
+batch = int(cols[2].number_input("Batch", min_value=1, value=128, step=32, key="train_batch"))
+seeds = int(cols[3].number_input("Seeds", min_value=1, max_value=20, value=1, key="train_seeds"))
+first_seed = int(cols[4].number_input("First seed", value=0, step=1, key="train_first_seed"))
+evals = int(cols[5].number_input("Evaluations", min_value=0, value=5, key="train_evals"))
+cols = st.columns([1, 2, 3])
+norm = cols[0].selectbox("Norm", ("batch", "lrn"), key="train_norm")
+name = cols[1].text_input("Run label", value="", key="train_name", placeholder="optional")
+count = len(splits) * seeds
+cols[2].caption(
+    f"{count} run(s): {len(splits)} split(s) x {seeds} seed(s), trained one after another by a background "
+    "worker (`samplesift train --resume RUN` for each queued run)."
+)
+if st.button("Queue runs", type="primary", icon=":material/play_arrow:", disabled=count == 0, key="train_submit"):
+    with common.user_errors():
+        configs = [
+            TrainConfig(
+                split=float(split),
+                steps=steps,
+                time_budget=budget,
+                batch=batch,
+                seed=first_seed + offset,
+                evals=evals,
+                norm=norm,
+            )
+            for split in splits
+            for offset in range(seeds)
+        ]
+        runs, job = jobs.queue_runs(
+            dataset,
+            configs,
+            selection=None if selection == NO_SELECTION else selection,
+            workspace=ctx.workspace,
+            name=name.strip() or None,
+        )
+    st.session_state["train_curves"] = [run.id for run in runs]  # show the new runs' curves
+    st.success(f"Queued {len(runs)} run(s); worker job `{job.id}`.")
+
+
+@st.fragment(run_every=2)
+def live_runs() -> None:
+    """Progress of active runs, cancel and resume buttons, and live curves (polled)."""
+    store = RunStore(ctx.workspace)
+    table = store.table(dataset.key)
+    if table.empty:
+        st.caption("No runs for this data set yet.")
+        return
+    table = table.sort_values("created", ascending=False)
+    active = table[table["status"].isin(ACTIVE)]
+    st.subheader(f"{len(active)} active run(s)" if len(active) else "No active runs")
+    for row in active.itertuples():
+        progress = jobs.run_progress(store.get(row.run_id))
+        cols = st.columns([3, 3, 1])
+        cols[0].progress(progress.fraction, text=f"`{row.run_id}` · {progress.state} · split {row.split}")
+        accuracy = f"{100 * progress.accuracy:.1f}%" if progress.accuracy is not None else "–"
+        loss = f"{progress.loss:.3f}" if progress.loss is not None else "–"
+        eta = common.format_seconds(progress.eta_s)
+        cols[1].caption(f"step {progress.step:,} · loss {loss} · accuracy {accuracy} · about {eta} left")
+        if cols[2].button("Cancel", key=f"cancel_{row.run_id}", icon=":material/stop:"):
+            jobs.cancel_run(row.run_id, workspace=ctx.workspace)
+            st.rerun(scope="fragment")
+    stopped = table[table["status"].isin(("interrupted", "failed"))].head(5)
+    if len(stopped):
+        with st.expander(f"{len(stopped)} recent interrupted or failed run(s)"):
+            for row in stopped.itertuples():
+                status = store.get(row.run_id).status()
+                cols = st.columns([5, 1])
+                cols[0].caption(f"`{row.run_id}` · {row.status}: {status.get('error', '')}")
+                if cols[1].button("Resume", key=f"resume_{row.run_id}"):
+                    with common.user_errors():
+                        jobs.requeue(row.run_id, workspace=ctx.workspace)
+                    st.rerun(scope="fragment")
+
+    st.dataframe(
+        table.head(10)[["run_id", "status", "selection", "split", "steps", "time_budget", "seed", "test_accuracy"]],
+        hide_index=True,
+        key="train_recent_table",
+        column_config={"test_accuracy": st.column_config.NumberColumn("test accuracy", format="percent")},
+    )
+    options = list(table["run_id"])
+    default = None
+    if "train_curves" in st.session_state:  # runs deleted meanwhile drop out of the choice
+        st.session_state["train_curves"] = [r for r in st.session_state["train_curves"] if r in options]
+    else:
+        default = options[:4]  # the newest runs
+    shown = st.multiselect("Curves of", options, default=default, key="train_curves")
+    runs = [store.get(run_id) for run_id in shown]
+    if runs:
+        left, right = st.columns(2)
+        left.plotly_chart(loss_curves(runs, x="step"), key="train_loss_curves")
+        right.plotly_chart(accuracy_curves(runs, title="Test accuracy"), key="train_accuracy_curves")
+
+
+st.header("Runs")
+live_runs()
