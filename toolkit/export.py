@@ -298,6 +298,10 @@ def _write_folder(selection: Selection, dataset: ImageDataset, target: Path, *, 
                 destination = confined_path(tmp, folder, PurePosixPath(relative).name)
                 if destination.exists():  # two classes' files could share a folder after cleaning
                     destination = confined_path(tmp, folder, f"{index}_{PurePosixPath(relative).name}")
+                require(
+                    (source / relative).is_file(),
+                    f"source image {source / relative} is gone; the data set changed since it was loaded: reload it",
+                )
                 _write_image(None, source / relative, destination, link=link)
         atomic_write_json(tmp / FOLDER_MANIFEST, export_manifest(selection, dataset))
 
@@ -586,7 +590,8 @@ def _resolve(claims: _Claims, dataset: ImageDataset) -> tuple[np.ndarray, list[s
     problems: list[str] = []
     if claims.dataset_fingerprint is not None and claims.dataset_fingerprint != dataset.fingerprint:
         made_on = claims.manifest["dataset"] if claims.manifest else {}
-        problems.append(f"it was made on data set {made_on.get('key')} ({made_on.get('spec')})")
+        cap = f", max {made_on['max_per_class']} per class" if made_on.get("max_per_class") else ""
+        problems.append(f"it was made on data set {made_on.get('key')} ({made_on.get('spec')}{cap})")
     elif claims.dataset_fingerprint is None and claims.dataset_key is not None and claims.dataset_key != dataset.key:
         problems.append(f"it was made on data set {claims.dataset_key}")
     indices = claims.indices
@@ -609,7 +614,7 @@ def _resolve(claims: _Claims, dataset: ImageDataset) -> tuple[np.ndarray, list[s
         len(outside) == 0,
         f"index {int(outside[0]) if len(outside) else 0} is outside data set {dataset.key}, "
         f"which has {dataset.num_train} training samples (0 to {dataset.num_train - 1}); "
-        "is it the data set the subset was chosen from?",
+        + (problems[0] if problems else "is it the data set the subset was chosen from?"),
     )
     values, counts = np.unique(indices, return_counts=True)
     require(
