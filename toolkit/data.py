@@ -538,7 +538,11 @@ def _decode_image_folder(
 
     # Sequential on purpose: torchvision's decoder is fast (~0.1 ms per CIFAR image) and a
     # thread pool was measured slower here because of the GIL hand-offs.
-    decoded = [work(path) for path in tqdm(paths, disable=not progress, desc="decode", unit="img")]
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its decoders in favour of torchcodec; they still work and
+        # are 3-4x faster than Pillow here. Pillow remains the fallback for other formats.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        decoded = [work(path) for path in tqdm(paths, disable=not progress, desc="decode", unit="img")]
     for path, image in zip(paths, decoded, strict=True):
         if image is None:
             bad.append(os.path.relpath(path, root))

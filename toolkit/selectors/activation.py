@@ -16,20 +16,21 @@ def dimension_zscores(x: torch.Tensor) -> torch.Tensor:
 
 
 def topk_per_column(values: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exactly ``k`` picks from the columns' top lists, taken in a fixed round-robin order.
+    """Exactly ``k`` rows: each of the n columns contributes its own top ``k // n`` rows.
 
-    Phase 1 (Eq. 4): every column c takes its top ``k // n`` rows (n columns). A row in
-    several top lists counts once and is credited to the column where it ranks highest
-    (lower column index on ties). Phase 2 (fill): the union is short by the duplicates plus
-    ``k mod n``; the columns take turns in index order, each adding its best row not yet
-    taken, until there are exactly ``k``. The result is deterministic and contains the
-    whole Eq. 4 union.
+    Every column c has a quota of ``k // n`` rows, plus one for the first ``k mod n`` columns.
+    Phase 1 (Eq. 4): every column takes its top ``k // n`` rows. A row in several top lists
+    counts once and is credited to the column where it ranks highest (lower column index on
+    ties). Phase 2 (fill): the columns take turns in index order; each column still short of
+    its quota (because a shared row went to another column, or for the remainder) adds its
+    best row not yet taken, until there are exactly ``k``. Every column ends with exactly its
+    quota, the result contains the whole Eq. 4 union, and it is deterministic.
 
     Returns (rows in pick order, the column that picked each).
     """
     n_rows, n_cols = values.shape
     base = k // n_cols
-    depth = min(n_rows, base + max(1, -(-(k - base * n_cols) // n_cols)) + 8)
+    depth = min(n_rows, 2 * base + 8)
     while True:
         order = torch.topk(values, depth, dim=0).indices.T.cpu().numpy()  # (n_cols, depth)
         picked, by = _round_robin(order, base, k, n_rows)
@@ -60,25 +61,25 @@ def _round_robin(order: np.ndarray, base: int, k: int, n_rows: int) -> tuple[np.
         picked.extend(credit_rows[report].tolist())
         by.extend(credit_cols[report].tolist())
         taken[credit_rows] = True
+    quota = np.full(n_cols, base)
+    quota[: k - base * n_cols] += 1
+    count = np.bincount(np.asarray(by, dtype=np.int64), minlength=n_cols)
     pointer = np.full(n_cols, base)
-    col = 0
-    exhausted = 0
     while len(picked) < k:
-        while pointer[col] < depth and taken[order[col, pointer[col]]]:
-            pointer[col] += 1
-        if pointer[col] < depth:
+        for col in range(n_cols):
+            if count[col] >= quota[col]:
+                continue
+            while pointer[col] < depth and taken[order[col, pointer[col]]]:
+                pointer[col] += 1
+            if pointer[col] == depth:
+                if depth < n_rows:
+                    return None, np.zeros(0)  # look deeper
+                raise RuntimeError("ran out of candidates")  # pragma: no cover - k <= n_rows
             row = int(order[col, pointer[col]])
             taken[row] = True
             picked.append(row)
             by.append(col)
-            exhausted = 0
-        else:
-            exhausted += 1
-            if depth < n_rows:
-                return None, np.zeros(0)  # look deeper
-            if exhausted >= n_cols:  # pragma: no cover - impossible while k <= n_rows
-                raise RuntimeError("ran out of candidates")
-        col = (col + 1) % n_cols
+            count[col] += 1
     return np.asarray(picked, dtype=np.int64), np.asarray(by, dtype=np.int64)
 
 
@@ -87,8 +88,10 @@ class TopKActivation(Selector):
 
     The paper's Eq. 4 (Gonzalez et al., §IV-C): "select the top k/n samples that activate
     element i in the embedding", the union over all dimensions. When dimensions share top
-    samples, or k is not a multiple of d, the dimensions take turns adding their next best
-    sample until exactly k are chosen (see :func:`topk_per_column`).
+    samples, the dimension that lost a shared sample takes its next best instead, and the
+    ``k mod d`` remainder goes one each to the first dimensions, so exactly k samples are
+    chosen and every dimension picks k // d or k // d + 1 of them (see
+    :func:`topk_per_column`).
     ``picked_by`` is the dimension that picked each sample; the score is the sample's largest
     per-dimension z-score (how extreme it is in its most extreme dimension).
     """
