@@ -13,9 +13,12 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import SampleSiftError
+
+if TYPE_CHECKING:
+    from toolkit.data import ImageDataset
 
 
 def _positive_int(text: str) -> int:
@@ -165,7 +168,7 @@ def _params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace) -> ImageDataset:
     from toolkit.data import load_dataset
 
     return load_dataset(
