@@ -7,10 +7,14 @@ workspaces keep the decode cache and trained autoencoders across tests, so each 
 
 from __future__ import annotations
 
+import hashlib
 import os
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from toolkit.data import ImageDataset, load_dataset
 from toolkit.embed import AutoencoderConfig, Embedding, train_autoencoder
@@ -52,3 +56,60 @@ def digits_embedding(digits: ImageDataset, session_workspace: Path) -> Embedding
 def cifar_small(cifar_root: Path, session_workspace: Path) -> ImageDataset:
     """Real CIFAR-10 capped at 100 images per class (1,000 train, 1,000 test)."""
     return load_dataset(str(cifar_root), workspace=session_workspace, max_per_class=100)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Train with one torch thread for a module (``pytestmark = pytest.mark.usefixtures(...)``).
+
+    On a loaded 2-core machine two torch threads were measured about 10x slower than one
+    for these small models (the threads wait on each other). The previous count is restored.
+    """
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SAMPLESIFT_THREADS", "1")
+        yield
+    torch.set_num_threads(threads)
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, str] | str]:
+    tree: dict[str, tuple[int, str] | str] = {}
+    if not root.exists():
+        return tree
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            tree[rel] = f"link -> {path.readlink()}"
+        elif path.is_dir():
+            tree[rel] = "dir"
+        else:
+            data = path.read_bytes()
+            tree[rel] = (len(data), hashlib.sha256(data).hexdigest())
+    return tree
+
+
+@pytest.fixture
+def snapshot() -> Callable[[Path], dict[str, tuple[int, str] | str]]:
+    """``snapshot(root)``: every folder and file under ``root`` (hidden ones too) with size and
+    SHA-256; symlinks by target. Two equal snapshots mean nothing was added, removed or changed.
+    """
+    return _snapshot
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], tuple[int, str]]:
+    """``run_cli(argv)``: run ``samplesift ARGV`` in this process; return (exit code, stderr)."""
+    from toolkit import cli
+
+    def run(argv: list[str]) -> tuple[int, str]:
+        capsys.readouterr()
+        previous = signal.getsignal(signal.SIGTERM)  # main() installs its own handler
+        try:
+            code = cli.main(argv)
+        except SystemExit as exc:  # argparse's own errors
+            code = int(exc.code or 0)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        return code, capsys.readouterr().err
+
+    return run

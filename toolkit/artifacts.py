@@ -12,6 +12,8 @@ and embeddings they were computed from.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -19,6 +21,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +32,17 @@ import numpy as np
 from toolkit.errors import SampleSiftError
 
 FINGERPRINT_CHARS = 32
+
+
+def _process_umask() -> int:
+    # mkstemp creates files readable by their owner only; artifacts get the permissions an
+    # ordinary open() would give them, so a workspace shared by a team stays readable.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_process_umask()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -47,6 +61,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -104,6 +119,7 @@ def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
             handle.flush()
@@ -132,19 +148,99 @@ def atomic_directory(final: str | Path, *, replace: bool = True) -> Iterator[Pat
     tmp.mkdir()
     try:
         yield tmp
-        if final.exists():
-            if not replace:
-                raise SampleSiftError(f"{final} already exists")
-            trash = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.old"
-            os.replace(final, trash)
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        _swap_into_place(tmp, final, replace)
         _fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap_into_place(tmp: Path, final: Path, replace: bool) -> None:
+    """Rename the finished folder ``tmp`` to ``final``, moving an existing one aside first.
+
+    Two processes may finish the same folder at once (two runs decoding the same data set
+    into the cache): a rename onto a non-empty folder then fails with ENOTEMPTY/EEXIST, and
+    so does moving aside a folder the other process just moved. Each such collision means
+    another writer got in between, so the swap is simply tried again.
+    """
+    moved_aside: list[Path] = []
+    try:
+        for _ in range(100):
+            try:
+                if final.exists():
+                    if not replace:
+                        raise SampleSiftError(f"{final} already exists")
+                    trash = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.old"
+                    os.replace(final, trash)
+                    moved_aside.append(trash)
+                os.replace(tmp, final)
+                return
+            except FileNotFoundError:
+                continue  # the other writer moved ``final`` aside between our check and our rename
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+        raise SampleSiftError(f"could not move {tmp.name} into place as {final}: other processes kept replacing it")
+    finally:
+        for trash in moved_aside:
+            shutil.rmtree(trash, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, busy_message: str, *, wait_s: float = 2.0) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing) for the block.
+
+    The kernel releases the lock when its holder exits for any reason, ``kill -9``
+    included, so a lock never outlives its process. When another process holds it, retry
+    for ``wait_s`` seconds (a reader may be probing it with :func:`lock_is_held`), then
+    raise :class:`SampleSiftError` with ``busy_message``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise SampleSiftError(busy_message) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def lock_is_held(path: str | Path) -> bool:
+    """True while some process holds :func:`exclusive_lock` on ``path``."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def remove_temporaries(folder: str | Path) -> list[str]:
+    """Delete the temporary files a killed writer left in ``folder``; returns their names.
+
+    Only call this while holding the lock that keeps other writers out of ``folder``:
+    a live writer's temporary file looks exactly the same.
+    """
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):
+        if path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path.name)
+    return removed
 
 
 def fingerprint_bytes(*chunks: bytes | str) -> str:
@@ -163,7 +259,8 @@ def fingerprint_arrays(*arrays: np.ndarray) -> str:
     for array in arrays:
         array = np.ascontiguousarray(array)
         digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(memoryview(array).cast("B"))
+        if array.size:  # an empty array (an empty test split) is all dtype and shape; memoryview refuses it
+            digest.update(memoryview(array).cast("B"))
     return digest.hexdigest()
 
 

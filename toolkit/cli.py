@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--crop", type=_positive_int, help="crop side (default: 3/4 of the image side, 24 for 32x32)")
     embed.add_argument("--name", default="default", help="autoencoder name (default 'default')")
     embed.add_argument("--resume", action="store_true", help="continue an interrupted embed with the same settings")
+    embed.add_argument("--checkpoint-every", type=_positive_int, help="steps between resumable checkpoints")
+    embed.add_argument(
+        "--checkpoint-seconds", type=_number, default=60.0, help="seconds between resumable checkpoints (default 60)"
+    )
     embed.add_argument("--quiet", action="store_true", help="no progress bar")
 
     select = commands.add_parser("select", help="select a subset of the training set and save its manifest")
@@ -114,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--evals", type=int, default=5, help="evaluations during the run (plus one at the end)")
     train.add_argument("--log-every", type=_positive_int, default=10)
     train.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints")
+    train.add_argument(
+        "--checkpoint-seconds", type=_number, default=60.0, help="training seconds between checkpoints (default 60)"
+    )
     train.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     train.add_argument("--name", help="label for the run")
     train.add_argument("--resume", metavar="RUN", help="continue an interrupted run (id or folder)")
@@ -192,6 +199,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
         crop=args.crop,
         device=args.device,
         precision=args.precision,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_every_s=args.checkpoint_seconds,
     )
     config.validate()
     dataset = _load(args)
@@ -259,6 +268,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             evals=args.evals,
             log_every=args.log_every,
             checkpoint_every=args.checkpoint_every,
+            checkpoint_every_s=args.checkpoint_seconds,
             device=args.device,
             precision=args.precision,
             compile=args.compile,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,7 +49,8 @@ from toolkit.errors import SampleSiftError, require
 from toolkit.workspace import Workspace, as_workspace
 
 #: Bump when decoding changes, so caches written by older code are not reused.
-DECODER_VERSION = "1"
+#: 2: palette and 16-bit PNGs and CMYK JPEGs are converted to colours (1 decoded them raw).
+DECODER_VERSION = "2"
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 )
@@ -299,10 +301,11 @@ def _load_npz(path: Path, spec: str, ws: Workspace) -> ImageDataset:
             )
             arrays = [archive[k] for k in ("train_images", "train_labels", "test_images", "test_labels")]
             names = archive["class_names"] if "class_names" in keys else None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         if isinstance(exc, SampleSiftError):
             raise
-        raise SampleSiftError(f"cannot read {path} as an .npz archive ({exc})") from None
+        # A truncated or damaged archive raises BadZipFile/EOFError, not OSError.
+        raise SampleSiftError(f"cannot read {path} as an .npz archive ({type(exc).__name__}: {exc})") from None
     images = []
     for split, image_array in (("train", arrays[0]), ("test", arrays[2])):
         require(
@@ -405,20 +408,27 @@ def _scan_split(split_dir: Path) -> tuple[list[str], dict[str, list[tuple[str, i
     """Class folders of one split and their non-hidden files (name, size, mtime), sorted."""
     classes: dict[str, list[tuple[str, int, int]]] = {}
     loose: list[str] = []
-    with os.scandir(split_dir) as entries:
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir():
-                files = []
-                with os.scandir(entry.path) as children:
-                    for child in children:
-                        if not child.name.startswith(".") and child.is_file():
-                            stat = child.stat()
-                            files.append((child.name, stat.st_size, stat.st_mtime_ns))
-                classes[entry.name] = sorted(files)
-            elif entry.is_file():
-                loose.append(entry.name)
+    current = split_dir
+    try:
+        with os.scandir(split_dir) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    files = []
+                    current = Path(entry.path)
+                    with os.scandir(entry.path) as children:
+                        for child in children:
+                            if not child.name.startswith(".") and child.is_file():
+                                stat = child.stat()
+                                files.append((child.name, stat.st_size, stat.st_mtime_ns))
+                    classes[entry.name] = sorted(files)
+                elif entry.is_file():
+                    loose.append(entry.name)
+    except OSError as exc:  # a folder we may not list: say which, before decoding anything
+        raise SampleSiftError(
+            f"cannot list {current} ({exc.strerror or exc}); fix its permissions or remove it"
+        ) from None
     return sorted(loose), dict(sorted(classes.items()))
 
 
@@ -431,21 +441,51 @@ def _listing(base: Path, files: list[Path]) -> str:
     return "\n".join(lines)
 
 
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _torchvision_decodes_faithfully(head: bytes) -> bool:
+    """True for the files torchvision's UNCHANGED mode turns into the right 8-bit pixels.
+
+    That is JPEG and 8-bit non-palette PNG. Its UNCHANGED mode returns a palette PNG's
+    palette *indices* as if they were gray levels, a 16-bit PNG as uint16 and a CMYK JPEG
+    as four channels; those (and every other format) go through Pillow, which converts them.
+    """
+    if head.startswith(_JPEG_MAGIC):
+        return True
+    # PNG: the IHDR chunk's bit depth is byte 24, its colour type byte 25 (3 = palette).
+    return head.startswith(_PNG_MAGIC) and len(head) >= 26 and head[24] == 8 and head[25] != 3
+
+
 def _decode_file(path: str) -> np.ndarray:
     """Decode one image file to H x W x C uint8, C in {1, 2, 3, 4}; raise on failure."""
+    import torch
     from torchvision.io import ImageReadMode, decode_image, read_file
 
-    try:
-        tensor = decode_image(read_file(path), mode=ImageReadMode.UNCHANGED)
-        return tensor.permute(1, 2, 0).numpy()
-    except (RuntimeError, ValueError, TypeError):
-        pass  # formats torchvision cannot decode (BMP, TIFF, ...) go through Pillow
+    data = read_file(path)
+    head = bytes(data[:26].numpy())
+    if _torchvision_decodes_faithfully(head):
+        try:
+            tensor = decode_image(data, mode=ImageReadMode.UNCHANGED)
+            cmyk = tensor.shape[0] == 4 and head.startswith(_JPEG_MAGIC)
+            if tensor.dtype == torch.uint8 and tensor.ndim == 3 and not cmyk:
+                return tensor.permute(1, 2, 0).numpy()
+        except (RuntimeError, ValueError, TypeError):
+            pass  # let Pillow try, and raise its (clear) error if it cannot either
     from PIL import Image
 
     with Image.open(path) as image:
         image.load()
-        if image.mode not in ("L", "LA", "RGB", "RGBA"):
-            image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+            # 16-bit gray: scale to 8 bits (Pillow's own conversion would clip at 255).
+            wide = np.asarray(image).astype(np.float64)
+            return np.rint(wide / 257.0).clip(0, 255).astype(np.uint8)[..., None]
+        if image.mode in ("1", "F"):  # bilevel and float gray stay one channel
+            image = image.convert("L")
+        elif image.mode not in ("L", "LA", "RGB", "RGBA"):
+            has_alpha = "A" in image.getbands() or "transparency" in image.info
+            image = image.convert("RGBA" if has_alpha else "RGB")
         array = np.asarray(image)
     return array if array.ndim == 3 else array[..., None]
 
@@ -628,7 +668,9 @@ def _remove_stale_caches(ws: Workspace, keep: Path, source: str) -> None:
     """Delete older cache entries of the same source: they can never be served again."""
 
     for other in ws.cache_dir.iterdir():
-        if other == keep or not (other / "meta.json").is_file():
+        # Hidden entries are other processes' folders under construction or being swapped
+        # out (see atomic_directory): deleting one would crash that process.
+        if other == keep or other.name.startswith(".") or not (other / "meta.json").is_file():
             continue
         try:
             if read_json(other / "meta.json").get("source") == source:

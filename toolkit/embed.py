@@ -38,8 +38,10 @@ from toolkit.artifacts import (
     atomic_save_npy,
     atomic_write_bytes,
     atomic_write_json,
+    exclusive_lock,
     fingerprint_arrays,
     fingerprint_bytes,
+    lock_is_held,
     read_json,
     versions,
 )
@@ -76,6 +78,7 @@ class AutoencoderConfig:
         embedding_dim: target embedding size (216 in the paper).
         device, precision: as for classifier training.
         log_every: steps between loss records.
+        checkpoint_every: steps between resumable checkpoints (``None``: by time only).
         checkpoint_every_s: seconds between resumable checkpoints.
     """
 
@@ -89,6 +92,7 @@ class AutoencoderConfig:
     device: str = "auto"
     precision: str = "auto"
     log_every: int = 20
+    checkpoint_every: int | None = None
     checkpoint_every_s: float = 60.0
 
     def validate(self) -> None:
@@ -99,6 +103,19 @@ class AutoencoderConfig:
         require(self.embedding_dim > 0, f"--embedding-dim must be positive, got {self.embedding_dim}")
         require(self.crop is None or self.crop > 0, f"--crop must be positive, got {self.crop}")
         require(self.log_every > 0, f"--log-every must be positive, got {self.log_every}")
+        require(0 <= self.seed < 2**63, f"--seed must be a whole number in [0, 2**63), got {self.seed}")
+        require(
+            self.checkpoint_every is None or self.checkpoint_every > 0,
+            f"--checkpoint-every must be positive, got {self.checkpoint_every}",
+        )
+        require(
+            math.isfinite(self.checkpoint_every_s) and self.checkpoint_every_s > 0,
+            f"--checkpoint-seconds must be positive, got {self.checkpoint_every_s}",
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide the trained weights (a checkpoint resumes only under them)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("checkpoint_every", "checkpoint_every_s")}
 
 
 @dataclass
@@ -128,11 +145,28 @@ class Embedding:
         }
 
     def load_model(self, device: str | torch.device = "cpu") -> Autoencoder:
-        """The autoencoder with its trained weights (loaded from safetensors), in eval mode."""
+        """The autoencoder with its trained weights (loaded from safetensors), in eval mode.
+
+        Raises:
+            SampleSiftError: the weights file is damaged, or is not the one the manifest
+                (and so the embedding) was made with.
+        """
         from safetensors.torch import load_file
 
+        path = self.path / "model.safetensors"
+        hint = "recompute it with `samplesift embed`"
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own SafetensorError, OSError, ...
+            raise SampleSiftError(
+                f"the autoencoder weights {path} cannot be read ({type(exc).__name__}); {hint}"
+            ) from None
+        require(
+            _state_fingerprint(state) == self.manifest["weights_fingerprint"],
+            f"the autoencoder weights {path} are not the ones its embedding was made with; {hint}",
+        )
         model = Autoencoder(**self.manifest["model"])
-        model.load_state_dict(load_file(str(self.path / "model.safetensors")))
+        model.load_state_dict(state)
         return model.to(device).eval()
 
 
@@ -210,15 +244,34 @@ def _partial_dir(ws: Workspace, dataset_key: str, name: str) -> Path:
     return final.parent / f".{final.name}.partial"
 
 
+def _lock_path(ws: Workspace, dataset_key: str, name: str) -> Path:
+    # Beside the partial folder, not in it: the folder is deleted at the end, the lock file
+    # stays, so a waiting process never locks a file that is already unlinked.
+    final = ws.autoencoder_dir(dataset_key, name)
+    return final.parent / f".{final.name}.lock"
+
+
+#: Progress states of a training that is still going (if its process is).
+_ACTIVE_STATES = ("starting", "training", "embedding")
+
+
 def training_progress(
     dataset: ImageDataset, *, workspace: Workspace | str | Path | None = None, name: str = "default"
 ) -> dict[str, Any] | None:
-    """The progress record of an autoencoder being trained (by any process), or ``None``."""
-    path = _partial_dir(as_workspace(workspace), dataset.key, name) / "progress.json"
+    """The progress record of an autoencoder being trained (by any process), or ``None``.
+
+    ``state`` is starting, training, embedding, failed (with ``error``) or interrupted; an
+    active state whose process died (its lock is free) reads ``interrupted``.
+    """
+    ws = as_workspace(workspace)
+    path = _partial_dir(ws, dataset.key, name) / "progress.json"
     try:
-        return read_json(path, "progress record")
+        record = read_json(path, "progress record")
     except SampleSiftError:
         return None
+    if record.get("state") in _ACTIVE_STATES and not lock_is_held(_lock_path(ws, dataset.key, name)):
+        record = {**record, "state": "interrupted", "error": "the process training it is gone"}
+    return record
 
 
 def _state_fingerprint(state: dict[str, torch.Tensor]) -> str:
@@ -247,25 +300,67 @@ def train_autoencoder(
     Returns:
         The saved :class:`Embedding`.
     """
-    from safetensors.torch import save_file
-    from tqdm.auto import tqdm
-
     config = config or AutoencoderConfig()
     config.validate()
     ws = as_workspace(workspace)
     final_dir = ws.autoencoder_dir(dataset.key, name)
     partial = _partial_dir(ws, dataset.key, name)
-    device = resolve_device(config.device)
-    if device.type == "cuda":
-        configure_cuda()
-    else:
-        configure_threads()
-    dtype = resolve_precision(device, config.precision)
     crop = config.crop or dataset.default_crop
     require(
         crop <= min(dataset.image_shape[:2]),
         f"--crop {crop} is larger than the images {dataset.image_shape[:2]}",
     )
+    device = resolve_device(config.device)  # before the lock file: a bad --device changes nothing
+    with exclusive_lock(
+        _lock_path(ws, dataset.key, name),
+        f"autoencoder {name!r} of {dataset.key} is being trained by another process; "
+        "wait for it, or choose another --name",
+    ):
+        return _train_autoencoder_locked(dataset, config, ws, name, final_dir, partial, crop, device, resume, progress)
+
+
+def _train_autoencoder_locked(
+    dataset: ImageDataset,
+    config: AutoencoderConfig,
+    ws: Workspace,
+    name: str,
+    final_dir: Path,
+    partial: Path,
+    crop: int,
+    device: torch.device,
+    resume: bool,
+    progress: bool,
+) -> Embedding:
+    """The body of :func:`train_autoencoder`, run while holding the autoencoder's lock."""
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+
+    identity = {"config": config.identity(), "dataset": dataset.fingerprint}
+    checkpoint_path = partial / "checkpoint.pt"
+    saved = load_weights_only(checkpoint_path) if resume and checkpoint_path.exists() else None
+    if saved is not None:
+        recorded = json.loads(saved["identity"]) if isinstance(saved.get("identity"), str) else None
+        if recorded and isinstance(recorded.get("config"), dict):
+            # Older checkpoints recorded the checkpoint interval too; it does not decide the weights.
+            recorded["config"] = {k: v for k, v in recorded["config"].items() if k in identity["config"]}
+        if recorded != identity:
+            # Resuming under other settings would silently train a different model.
+            changed = sorted(
+                k
+                for k in set(identity["config"]) | set((recorded or {}).get("config", {}))
+                if identity["config"].get(k) != (recorded or {}).get("config", {}).get(k)
+            )
+            what = "other data" if recorded and recorded.get("dataset") != dataset.fingerprint else "other settings"
+            raise SampleSiftError(
+                f"the interrupted training in {partial} used {what}"
+                + (f" ({', '.join(changed)} differ)" if changed else "")
+                + "; rerun with the same settings to resume it, or without --resume to start over"
+            )
+    if device.type == "cuda":
+        configure_cuda()
+    else:
+        configure_threads()
+    dtype = resolve_precision(device, config.precision)
     channels = embedding_channels_for(crop, config.embedding_dim)
     with seeded(config.seed):
         model = Autoencoder(dataset.channels, crop, channels)
@@ -278,18 +373,25 @@ def train_autoencoder(
     augment = AugmentConfig(crop=crop, contrast=None)
     steps_per_epoch = math.ceil(dataset.num_train / config.batch)
     total_steps = config.epochs * steps_per_epoch
-    identity = {"config": asdict(config), "dataset": dataset.fingerprint}
     step, train_time, history = 0, 0.0, []
+    # The logging interval in progress (a checkpoint may fall inside one).
+    interval, interval_loss = 0, 0.0
 
-    if resume and (partial / "checkpoint.pt").exists():
-        state = load_weights_only(partial / "checkpoint.pt")
-        if json.loads(state["identity"]) == identity:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            generator.set_state(state["generator"])
-            sampler.load_state_dict(state["sampler"])
-            step, train_time = int(state["step"]), float(state["train_time"])
-            history = [tuple(h) for h in state["history"]]
+    if saved is not None:
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            generator.set_state(saved["generator"])
+            sampler.load_state_dict(saved["sampler"])
+            step, train_time = int(saved["step"]), float(saved["train_time"])
+            history = [tuple(h) for h in saved["history"]]
+            # Checkpoints written before these were recorded fell on log points: interval 0.
+            interval, interval_loss = int(saved.get("interval", 0)), float(saved.get("interval_loss", 0.0))
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise SampleSiftError(
+                f"the checkpoint in {partial} does not fit this autoencoder ({type(exc).__name__}); "
+                "rerun without --resume to start over"
+            ) from None
     partial.mkdir(parents=True, exist_ok=True)
 
     def write_progress(state: str, **values: Any) -> None:
@@ -300,6 +402,13 @@ def train_autoencoder(
     write_progress("starting", step=step)
 
     def checkpoint() -> None:
+        # Never checkpoint a diverged model: the last checkpoint must be a good one.
+        partial_loss = float(loss_sum)
+        if not math.isfinite(partial_loss) or not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise NonFiniteLossError(
+                f"the autoencoder loss became non-finite before step {step}; lower --lr "
+                "(the last good checkpoint was kept; rerun with --resume after fixing)"
+            )
         buffer = io.BytesIO()
         torch.save(
             {
@@ -311,17 +420,20 @@ def train_autoencoder(
                 "step": step,
                 "train_time": train_time,
                 "history": [list(h) for h in history],
+                "interval": interval,
+                "interval_loss": partial_loss,
             },
             buffer,
         )
-        atomic_write_bytes(partial / "checkpoint.pt", buffer.getvalue())
+        atomic_write_bytes(checkpoint_path, buffer.getvalue())
 
     model.train()
     bar = tqdm(total=total_steps, initial=step, disable=not progress, desc=f"autoencoder {dataset.key}", unit="step")
-    loss_sum = torch.zeros((), device=device)
-    interval, last_checkpoint = 0, train_time
+    loss_sum = torch.full((), interval_loss, device=device)
+    last_checkpoint_step, last_checkpoint_time = step, train_time
     start = time.perf_counter()
     base = train_time
+    last_log_time = train_time
     try:
         while step < total_steps:
             x = augment_batch(images[sampler.next()], augment, generator)
@@ -342,21 +454,31 @@ def train_autoencoder(
                         f"the autoencoder loss became {mean_loss} at step {step}; lower --lr "
                         "(the last good checkpoint was kept; rerun with --resume after fixing)"
                     )
-                now = base + time.perf_counter() - start
-                rate = interval * config.batch / max(now - train_time, 1e-9)
-                train_time = now
+                train_time = base + time.perf_counter() - start
+                rate = interval * config.batch / max(train_time - last_log_time, 1e-9)
+                last_log_time = train_time
                 history.append((step, mean_loss, train_time))
                 bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
                 remaining = (total_steps - step) * config.batch / rate
                 write_progress("training", step=step, loss=mean_loss, images_per_s=rate, eta_s=remaining)
                 loss_sum.zero_()
                 interval = 0
-                if train_time - last_checkpoint >= config.checkpoint_every_s:
-                    checkpoint()
-                    last_checkpoint = train_time
+            # Checked every step, so --checkpoint-every K means every K steps. (No checkpoint
+            # is written on an interrupt: it can land mid-step, and such a checkpoint would
+            # not resume to the same weights.)
+            train_time = base + time.perf_counter() - start
+            if (config.checkpoint_every is not None and step - last_checkpoint_step >= config.checkpoint_every) or (
+                train_time - last_checkpoint_time >= config.checkpoint_every_s
+            ):
+                synchronize(device)
+                checkpoint()
+                last_checkpoint_step, last_checkpoint_time = step, train_time
             bar.update(1)
     except KeyboardInterrupt:
-        checkpoint()
+        write_progress("interrupted", step=step, error="stopped by the user (interrupt or terminate)")
+        raise
+    except Exception as exc:
+        write_progress("failed", step=step, error=str(exc) if isinstance(exc, SampleSiftError) else repr(exc))
         raise
     finally:
         bar.close()
@@ -415,7 +537,13 @@ def load_embedding(
         raise SampleSiftError(f"no autoencoder {name!r} has been trained for data set {dataset.key}; {hint}")
     manifest = read_json(folder / "manifest.json", "autoencoder manifest")
     require(
-        manifest["dataset"]["fingerprint"] == dataset.fingerprint,
+        isinstance(manifest, dict)
+        and isinstance(manifest.get("dataset"), dict)
+        and all(k in manifest for k in ("name", "model", "embedding_fingerprint", "weights_fingerprint")),
+        f"the autoencoder manifest in {folder} is incomplete (edited or damaged); {hint} again",
+    )
+    require(
+        manifest["dataset"].get("fingerprint") == dataset.fingerprint,
         f"autoencoder {name!r} in {folder} was trained on other data; {hint} again",
     )
     try:

@@ -7,10 +7,14 @@ A run folder holds::
     metrics.jsonl    one JSON record per line: training logs and evaluations
     checkpoint.pt    the latest checkpoint (weights_only-loadable), for --resume
     summary.json     final figures (test_accuracy, steps, wall_time_s, ...), written last
+    .lock            held (flock) by the one process executing the run
 
 Every file except the append-only metrics log is replaced atomically. The store lives in
-the workspace, not in any process, so the CLI, the app and notebooks all see the same runs,
-and a run whose process died is reported as ``interrupted`` rather than running forever.
+the workspace, not in any process, so the CLI, the app and notebooks all see the same runs.
+The process executing a run holds the run's lock; the kernel drops it when that process
+dies (``kill -9`` and power loss included), so a run recorded as ``running`` whose lock is
+free reads ``interrupted``, never running forever, and two processes (an app session and a
+sweep worker) can never execute the same run at once.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import datetime as dt
 import io
 import json
 import os
+import pickle
 import socket
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +35,16 @@ from typing import Any
 import pandas as pd
 import torch
 
-from toolkit.artifacts import atomic_write_bytes, atomic_write_json, read_json, safe_name, to_jsonable
+from toolkit.artifacts import (
+    atomic_write_bytes,
+    atomic_write_json,
+    exclusive_lock,
+    lock_is_held,
+    read_json,
+    remove_temporaries,
+    safe_name,
+    to_jsonable,
+)
 from toolkit.errors import SampleSiftError
 from toolkit.workspace import Workspace, as_workspace
 
@@ -62,16 +77,6 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Run:
     """One run folder. Cheap to create; every property reads the files afresh."""
 
@@ -93,17 +98,37 @@ class Run:
     def checkpoint_path(self) -> Path:
         return self.path / "checkpoint.pt"
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's lock: only the holder may execute the run or write its files.
+
+        Raises:
+            SampleSiftError: another process is executing the run.
+        """
+        with exclusive_lock(
+            self.lock_path,
+            f"run {self.id} is being executed by another process; wait for it or stop it first",
+        ):
+            # A writer killed mid-write leaves a hidden temporary file; with the lock held
+            # no live writer can own one, so they can go.
+            remove_temporaries(self.path)
+            yield
+
     def status(self) -> dict[str, Any]:
-        """The status record; a ``running`` run whose process is gone reads ``interrupted``."""
+        """The status record; a ``running`` run whose process is gone reads ``interrupted``.
+
+        "Gone" is decided by the run's lock, not by the recorded pid: a pid is reused by
+        unrelated processes (in containers almost at once), a lock dies with its holder.
+        """
         try:
             status = read_json(self.path / "status.json", "run status")
         except SampleSiftError:
             return {"state": "unknown"}
-        if (
-            status.get("state") == "running"
-            and status.get("host") == socket.gethostname()
-            and not _pid_alive(int(status.get("pid", -1)))
-        ):
+        if status.get("state") == "running" and not lock_is_held(self.lock_path):
             status = {**status, "state": "interrupted", "error": "the process running it is gone"}
         return status
 
@@ -174,14 +199,27 @@ class Run:
 
 
 def load_weights_only(path: str | Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with a clear error for files that need more."""
+    """``torch.load(weights_only=True)`` with a clear error for files that need more.
+
+    The weights-only unpickler builds tensors and plain containers only: a file that asks
+    for any other object (the way a malicious pickle runs code) is refused before anything
+    in it is executed. A damaged file (cut short by a full disk, say) gets its own message.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle.UnpicklingError and friends
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
         raise SampleSiftError(
-            f"refused to load {path}: it is not a plain-tensor checkpoint ({type(exc).__name__}); "
+            f"refused to load {path}: it is not a plain-tensor checkpoint ({str(exc).splitlines()[0]}); "
             "files that need arbitrary code to load are never opened"
         ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise SampleSiftError(
+            f"the checkpoint {path} is damaged and cannot be read ({type(exc).__name__}); "
+            "delete it to start that run over"
+        ) from None
+    if not isinstance(state, dict):
+        raise SampleSiftError(f"the checkpoint {path} holds a {type(state).__name__}, not a checkpoint dictionary")
+    return state
 
 
 class RunStore:
@@ -210,6 +248,7 @@ class RunStore:
         else:  # pragma: no cover - 100 uuid collisions in a row
             raise SampleSiftError("could not allocate a run id")
         run = Run(path)
+        run.lock_path.touch()  # exists from the start, so taking the lock later changes no file
         atomic_write_json(path / "config.json", {**config, "run_id": run_id, "name": name, "created": _now()})
         run.set_status("queued")
         return run

@@ -98,6 +98,15 @@ class Selection:
             "embedding_fingerprint": (m.get("embedding") or {}).get("fingerprint"),
         }
 
+    def _remake_hint(self, dataset: ImageDataset) -> str:
+        return (
+            f"`samplesift select --data {dataset.spec}"
+            + (f" --max-per-class {dataset.max_per_class}" if dataset.max_per_class else "")
+            + f" --method {self.method} --size {self.size}"
+            + (" --balanced" if self.manifest.get("balanced") and self.method != "random-balanced" else "")
+            + f" --seed {self.manifest.get('seed', 0)} --name {self.name}`"
+        )
+
     def check_dataset(self, dataset: ImageDataset) -> None:
         """Refuse to use this selection with a data set it was not made on."""
         recorded = self.manifest["dataset"]
@@ -105,9 +114,41 @@ class Selection:
             raise SampleSiftError(
                 f"selection {self.name!r} was made on data set {recorded.get('key')} "
                 f"({recorded.get('spec')}), not on {dataset.key} ({dataset.spec}); "
-                f"make a new one with `samplesift select --data {dataset.spec}"
-                + (f" --max-per-class {dataset.max_per_class}" if dataset.max_per_class else "")
-                + " ...`"
+                f"make a new one with {self._remake_hint(dataset)}"
+            )
+        # The fingerprint ties the indices to the manifest, not to the data set: a manifest
+        # rewritten by hand (indices and fingerprint together) must still index real samples.
+        indices = self.indices
+        require(
+            indices.ndim == 1
+            and len(indices) == self.size
+            and len(np.unique(indices)) == len(indices)
+            and (len(indices) == 0 or (indices.min() >= 0 and indices.max() < dataset.num_train)),
+            f"selection {self.name!r} does not hold {self.size} distinct sample indices in [0, {dataset.num_train}); "
+            f"remake it with {self._remake_hint(dataset)}",
+        )
+
+    def check_embedding_current(self, dataset: ImageDataset, workspace: Workspace | str | Path | None = None) -> None:
+        """Refuse a selection whose autoencoder has been retrained since it was made.
+
+        The selection records the fingerprint of the embedding it was computed from. When
+        the autoencoder of that name in the workspace now has another embedding, the
+        selection is stale. (When that autoencoder is gone, the indices still stand on
+        their own and the selection is accepted.)
+        """
+        embedding = self.manifest.get("embedding")
+        if not embedding:
+            return
+        manifest_path = as_workspace(workspace).autoencoder_dir(dataset.key, embedding["autoencoder"]) / "manifest.json"
+        if not manifest_path.exists():
+            return
+        current = read_json(manifest_path, "autoencoder manifest").get("embedding_fingerprint")
+        if current != embedding["fingerprint"]:
+            raise SampleSiftError(
+                f"selection {self.name!r} was made from an earlier embedding of autoencoder "
+                f"{embedding['autoencoder']!r} (fingerprint {str(embedding['fingerprint'])[:10]}), which has "
+                f"since been retrained (now {str(current)[:10]}); remake the selection with "
+                f"{self._remake_hint(dataset)}"
             )
 
     def save(self, path: str | Path) -> Path:

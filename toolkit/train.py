@@ -94,9 +94,14 @@ class BatchSampler:
         return {"order": self.order.cpu(), "position": self.position, "epochs": self.epochs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.order = state["order"].to(self.pool.device)
-        self.position = int(state["position"])
-        self.epochs = int(state["epochs"])
+        order = state["order"].to(self.pool.device)
+        position = int(state["position"])
+        # A checkpoint of another run or data set would index the wrong samples: refuse it.
+        require(
+            0 <= position <= len(order) and bool(torch.isin(order, self.pool).all()),
+            "the checkpoint's batch order does not belong to this run's samples",
+        )
+        self.order, self.position, self.epochs = order, position, int(state["epochs"])
 
 
 class WeightAverage:
@@ -215,49 +220,122 @@ class TrainConfig:
     eval_batch: int = 1000
 
     def validate(self) -> None:
-        """Check every value up front, with a message that says what to change."""
+        """Check every value up front, with a message that says what to change.
+
+        Types are checked too: a config read back from an edited ``config.json`` (``--resume``)
+        must fail here with a clear message, not deep inside training.
+        """
         require(
             (self.steps is None) != (self.time_budget is None),
             "give exactly one of --steps or --time-budget",
         )
         if self.steps is not None:
             require(
-                isinstance(self.steps, (int, np.integer)) and self.steps > 0,
-                f"--steps must be a positive whole number, got {self.steps}",
+                _is_whole(self.steps) and self.steps > 0,
+                f"--steps must be a positive whole number, got {self.steps!r}",
             )
         if self.time_budget is not None:
             require(
-                math.isfinite(self.time_budget) and self.time_budget > 0,
-                f"--time-budget must be a positive number of seconds, got {self.time_budget}",
+                _is_real(self.time_budget) and self.time_budget > 0,
+                f"--time-budget must be a positive number of seconds, got {self.time_budget!r}",
             )
         require(
-            math.isfinite(self.split) and 0.0 <= self.split <= 1.0,
-            f"--split must be between 0 and 1 (the share of steps on the subset), got {self.split}",
+            _is_real(self.split) and 0.0 <= self.split <= 1.0,
+            f"--split must be between 0 and 1 (the share of steps on the subset), got {self.split!r}",
         )
-        require(self.batch > 0, f"--batch must be positive, got {self.batch}")
-        require(math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr}")
-        require(0.0 <= self.momentum < 1.0, f"--momentum must be in [0, 1), got {self.momentum}")
-        require(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
-        require(self.norm in ("batch", "lrn"), f"--norm must be batch or lrn, got {self.norm!r}")
-        require(self.crop is None or self.crop > 0, f"--crop must be positive, got {self.crop}")
-        require(self.evals >= 0, f"evals must be >= 0, got {self.evals}")
-        require(self.log_every > 0, f"--log-every must be positive, got {self.log_every}")
         require(
-            self.checkpoint_every is None or self.checkpoint_every > 0,
-            f"--checkpoint-every must be positive, got {self.checkpoint_every}",
+            _is_whole(self.batch) and self.batch > 0, f"--batch must be a positive whole number, got {self.batch!r}"
         )
-        require(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        require(_is_real(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr!r}")
+        require(
+            _is_real(self.momentum) and 0.0 <= self.momentum < 1.0,
+            f"--momentum must be in [0, 1), got {self.momentum!r}",
+        )
+        require(
+            _is_real(self.weight_decay) and self.weight_decay >= 0,
+            f"--weight-decay must be a number >= 0, got {self.weight_decay!r}",
+        )
+        require(self.norm in ("batch", "lrn"), f"--norm must be batch or lrn, got {self.norm!r}")
+        require(
+            self.crop is None or (_is_whole(self.crop) and self.crop > 0),
+            f"--crop must be a positive whole number, got {self.crop!r}",
+        )
+        require(
+            _is_real(self.brightness) and self.brightness >= 0,
+            f"brightness must be a number >= 0, got {self.brightness!r}",
+        )
+        contrast = self.contrast
+        require(
+            contrast is None
+            or (
+                isinstance(contrast, (tuple, list))
+                and len(contrast) == 2
+                and all(_is_real(v) for v in contrast)
+                and 0 <= contrast[0] <= contrast[1]
+            ),
+            f"contrast must be None or a pair (low, high) with 0 <= low <= high, got {contrast!r}",
+        )
+        require(
+            _is_whole(self.seed) and 0 <= self.seed < 2**63,
+            f"--seed must be a whole number in [0, 2**63), got {self.seed!r}",
+        )
+        require(_is_whole(self.evals) and self.evals >= 0, f"--evals must be a whole number >= 0, got {self.evals!r}")
+        require(
+            _is_whole(self.log_every) and self.log_every > 0,
+            f"--log-every must be a positive whole number, got {self.log_every!r}",
+        )
+        require(
+            self.checkpoint_every is None or (_is_whole(self.checkpoint_every) and self.checkpoint_every > 0),
+            f"--checkpoint-every must be a positive whole number of steps, got {self.checkpoint_every!r}",
+        )
+        require(
+            _is_real(self.checkpoint_every_s) and self.checkpoint_every_s > 0,
+            f"--checkpoint-seconds must be a positive number, got {self.checkpoint_every_s!r}",
+        )
+        require(
+            isinstance(self.device, str) and (self.device in ("auto", "cpu") or self.device.startswith("cuda")),
+            f"--device must be auto, cpu or cuda, got {self.device!r}",
+        )
+        require(
+            self.precision in ("auto", "fp32", "bf16"),
+            f"--precision must be auto, fp32 or bf16, got {self.precision!r}",
+        )
+        require(isinstance(self.compile, bool), f"compile must be true or false, got {self.compile!r}")
+        require(
+            _is_whole(self.warmup_steps) and self.warmup_steps >= 0,
+            f"warmup_steps must be a whole number >= 0, got {self.warmup_steps!r}",
+        )
+        require(
+            _is_whole(self.eval_batch) and self.eval_batch > 0,
+            f"eval_batch must be a positive whole number, got {self.eval_batch!r}",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """The config recorded by :meth:`to_dict` (unknown keys ignored); call :meth:`validate`."""
+        require(isinstance(values, dict), f"a training config must be a JSON object, got {type(values).__name__}")
         known = {f.name for f in fields(cls)}
         config = cls(**{k: v for k, v in values.items() if k in known})
-        if isinstance(config.contrast, list):
-            config.contrast = (float(config.contrast[0]), float(config.contrast[1]))
+        if isinstance(config.contrast, list) and len(config.contrast) == 2:
+            config.contrast = (config.contrast[0], config.contrast[1])
         return config
+
+
+def _is_whole(value: Any) -> bool:
+    """An integer, and not a bool (JSON ``true`` must not pass for 1)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    """A finite real number (not a bool, not NaN or infinite)."""
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -274,6 +352,11 @@ class _Progress:
     last_checkpoint_step: int = 0
     last_checkpoint_time: float = 0.0
     loss_history: list[tuple[int, float]] = field(default_factory=list)
+    # The logging interval in progress: checkpoints may fall inside one, and a resumed run
+    # must log exactly the losses the uninterrupted run logs.
+    interval_loss: float = 0.0
+    interval_steps: int = 0
+    interval_images: int = 0
 
 
 class _Trainer:
@@ -388,33 +471,66 @@ class _Trainer:
                 "eval_time": s.eval_time,
                 "evals_done": s.evals_done,
                 "loss_history": [list(pair) for pair in s.loss_history],
+                "interval_loss": s.interval_loss,
+                "interval_steps": s.interval_steps,
+                "interval_images": s.interval_images,
             },
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.average.model.load_state_dict(state["average"])
-        self.generator.set_state(state["generator"])
-        for name, sampler in self.samplers.items():
-            sampler.load_state_dict(state["samplers"][name])
-        p = state["progress"]
-        self.state = _Progress(
-            step=int(p["step"]),
-            fast_steps_done=int(p["fast_steps_done"]),
-            images_seen=int(p["images_seen"]),
-            train_time=float(p["train_time"]),
-            eval_time=float(p["eval_time"]),
-            evals_done=int(p["evals_done"]),
-            last_checkpoint_step=int(p["step"]),
-            last_checkpoint_time=float(p["train_time"]),
-            loss_history=[(int(a), float(b)) for a, b in p["loss_history"]],
+        """Load a checkpoint; one that does not fit this run's model or data is refused."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.average.model.load_state_dict(state["average"])
+            self.generator.set_state(state["generator"])
+            for name, sampler in self.samplers.items():
+                sampler.load_state_dict(state["samplers"][name])
+            p = state["progress"]
+            self.state = _Progress(
+                step=int(p["step"]),
+                fast_steps_done=int(p["fast_steps_done"]),
+                images_seen=int(p["images_seen"]),
+                train_time=float(p["train_time"]),
+                eval_time=float(p["eval_time"]),
+                evals_done=int(p["evals_done"]),
+                last_checkpoint_step=int(p["step"]),
+                last_checkpoint_time=float(p["train_time"]),
+                loss_history=[(int(a), float(b)) for a, b in p["loss_history"]],
+                # Checkpoints written before these were recorded fell on log points: interval 0.
+                interval_loss=float(p.get("interval_loss", 0.0)),
+                interval_steps=int(p.get("interval_steps", 0)),
+                interval_images=int(p.get("interval_images", 0)),
+            )
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise SampleSiftError(
+                f"the checkpoint of run {self.run.id} does not fit its configuration "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); delete checkpoint.pt to start the run over"
+            ) from None
+
+    def nonfinite_error(self, value: float) -> NonFiniteLossError:
+        s = self.state
+        return NonFiniteLossError(
+            f"the training loss became {value} at step {s.step}; the last good checkpoint "
+            f"(step {s.last_checkpoint_step}) was kept. Lower --lr or check the data"
         )
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, loss_sum: torch.Tensor | None = None) -> None:
+        """Checkpoint the run, never with a non-finite loss or weights.
+
+        ``loss_sum`` is the loss summed over the logging interval in progress. A NaN can
+        appear between two logged losses; checking here keeps it out of the checkpoint, so
+        the last checkpoint is always a good one to resume from.
+        """
+        s = self.state
+        s.interval_loss = 0.0 if loss_sum is None else float(loss_sum)
+        if not math.isfinite(s.interval_loss):
+            raise self.nonfinite_error(s.interval_loss / max(s.interval_steps, 1))
+        if not all(bool(torch.isfinite(t).all()) for t in self.model.parameters()):
+            raise self.nonfinite_error(float("nan"))
         self.run.save_checkpoint(self.checkpoint_state())
-        self.state.last_checkpoint_step = self.state.step
-        self.state.last_checkpoint_time = self.state.train_time
+        s.last_checkpoint_step = s.step
+        s.last_checkpoint_time = s.train_time
 
     def checkpoint_due(self) -> bool:
         s, c = self.state, self.config
@@ -482,8 +598,7 @@ class _Trainer:
             desc=self.run.id,
             leave=True,
         )
-        loss_sum = torch.zeros((), device=self.device)
-        interval_steps, interval_images = 0, 0
+        loss_sum = torch.full((), s.interval_loss, device=self.device)
         sync_every = 10 if self.device.type == "cuda" else 1
         segment_start = time.perf_counter()
         base_time = s.train_time
@@ -511,22 +626,18 @@ class _Trainer:
                 s.step += 1
                 s.fast_steps_done += phase == "fast"
                 s.images_seen += c.batch
-                interval_steps += 1
-                interval_images += c.batch
+                s.interval_steps += 1
+                s.interval_images += c.batch
                 self.average.update(s.step)
                 if s.step % sync_every == 0 or (c.steps is not None and s.step >= c.steps):
                     synchronize(self.device)
                     s.train_time = elapsed()
-                if interval_steps >= c.log_every or self.finished(s.train_time):
+                if s.interval_steps >= c.log_every or self.finished(s.train_time):
                     pause_clock()
-                    mean_loss = float(loss_sum) / interval_steps
+                    mean_loss = float(loss_sum) / s.interval_steps
                     if not math.isfinite(mean_loss):
-                        raise NonFiniteLossError(
-                            f"the training loss became {mean_loss} at step {s.step}; "
-                            f"the last good checkpoint (step {s.last_checkpoint_step}) was kept. "
-                            "Lower --lr or check the data"
-                        )
-                    interval_rate = interval_images / max(s.train_time - last_log_time, 1e-9)
+                        raise self.nonfinite_error(mean_loss)
+                    interval_rate = s.interval_images / max(s.train_time - last_log_time, 1e-9)
                     last_log_time = s.train_time
                     self.run.log(
                         {
@@ -543,12 +654,16 @@ class _Trainer:
                     s.loss_history.append((s.step, mean_loss))
                     bar.set_postfix(phase=phase, loss=f"{mean_loss:.3f}", img_s=f"{interval_rate:.0f}")
                     loss_sum.zero_()
-                    interval_steps = interval_images = 0
+                    s.interval_steps = s.interval_images = 0
                     if self.eval_due():
                         self.run_eval(phase)
                         s.evals_done += 1
-                    if self.checkpoint_due():
-                        self.save_checkpoint()
+                    resume_clock()
+                # Checked after every step (not only at log points), so --checkpoint-every K
+                # means every K steps.
+                if self.checkpoint_due():
+                    pause_clock()
+                    self.save_checkpoint(loss_sum)
                     resume_clock()
                 if c.steps is not None:
                     bar.update(1)
@@ -619,8 +734,15 @@ def prepare(
     )
     if selection is not None:
         selection.check_dataset(dataset)
+        selection.check_embedding_current(dataset, ws)
+    resolve_device(config.device)  # --device cuda without a GPU: say so before recording the run
     crop, side = config.crop or dataset.default_crop, min(dataset.image_shape[:2])
     require(crop <= side, f"--crop {crop} is larger than the images ({side} pixels); choose at most {side}")
+    require(
+        dataset.num_test > 0,
+        f"data set {dataset.key} has no test images, and training reports test accuracy; "
+        "add images under test/<class>/ (or test_images to the .npz)",
+    )
     run_config = {
         "kind": "train",
         "train": config.to_dict(),
@@ -658,7 +780,8 @@ def train(
     if selection is not None and not isinstance(selection, Selection):
         selection = load_selection(selection, dataset, workspace=ws)
     run = prepare(dataset, config, selection=selection, workspace=ws, name=name)
-    return _execute(run, dataset, selection, config, progress, checkpoint=None)
+    with run.lock():
+        return _execute(run, dataset, selection, config, progress, checkpoint=None)
 
 
 def resume(run: str | Path, *, workspace: Workspace | str | Path | None = None, progress: bool = True) -> Run:
@@ -667,6 +790,10 @@ def resume(run: str | Path, *, workspace: Workspace | str | Path | None = None, 
     The data set is reloaded from the recorded spec and must have the recorded fingerprint;
     the selection likewise. On CPU a resumed run ends with exactly the weights an
     uninterrupted run would have. A run without a checkpoint starts from step 0.
+
+    Everything (the recorded config, data, selection, checkpoint) is checked before the run
+    is touched: a run that cannot be resumed is left exactly as it was. The run's lock is
+    held throughout, so two processes can never execute the same run.
     """
     ws = as_workspace(workspace)
     run_obj = RunStore(ws).get(run)
@@ -679,26 +806,54 @@ def resume(run: str | Path, *, workspace: Workspace | str | Path | None = None, 
         status.get("state") != "running",
         f"run {run_obj.id} is still running (pid {status.get('pid')}); wait for it or stop it first",
     )
-    config_record = run_obj.config
-    data = config_record["dataset"]
-    dataset = load_dataset(
-        data["spec"], workspace=ws, max_per_class=data.get("max_per_class"), bad_files=data.get("bad_files", "error")
-    )
-    require(
-        dataset.fingerprint == data["fingerprint"],
-        f"the data behind run {run_obj.id} changed (fingerprint {dataset.fingerprint[:10]}, "
-        f"recorded {data['fingerprint'][:10]}); it cannot be resumed, start a new run",
-    )
-    selection = None
-    if config_record.get("selection"):
-        selection = load_selection(config_record["selection"]["path"], dataset, workspace=ws)
-        require(
-            selection.fingerprint == config_record["selection"]["fingerprint"],
-            f"selection {selection.name} changed since run {run_obj.id} was made; it cannot be resumed",
+    with run_obj.lock():
+        # It may have finished between the status check and taking the lock.
+        require(run_obj.summary() is None, f"run {run_obj.id} has already finished; start a new run instead")
+        config, data, selection_record = _recorded_run(run_obj)
+        dataset = load_dataset(
+            data["spec"],
+            workspace=ws,
+            max_per_class=data.get("max_per_class"),
+            bad_files=data.get("bad_files", "error"),
         )
-    checkpoint = run_obj.load_checkpoint() if run_obj.checkpoint_path.exists() else None
-    config = TrainConfig.from_dict(config_record["train"])
-    return _execute(run_obj, dataset, selection, config, progress, checkpoint=checkpoint)
+        require(
+            dataset.fingerprint == data["fingerprint"],
+            f"the data behind run {run_obj.id} changed (fingerprint {dataset.fingerprint[:10]}, "
+            f"recorded {data['fingerprint'][:10]}); it cannot be resumed, start a new run",
+        )
+        selection = None
+        if selection_record:
+            selection = load_selection(selection_record["path"], dataset, workspace=ws)
+            require(
+                selection.fingerprint == selection_record["fingerprint"],
+                f"selection {selection.name} changed since run {run_obj.id} was made; it cannot be resumed",
+            )
+        checkpoint = run_obj.load_checkpoint() if run_obj.checkpoint_path.exists() else None
+        return _execute(run_obj, dataset, selection, config, progress, checkpoint=checkpoint)
+
+
+def _recorded_run(run: Run) -> tuple[TrainConfig, dict[str, Any], dict[str, Any] | None]:
+    """The validated training config, data set record and selection record of a run."""
+    record = run.config
+    broken = f"run {run.id}'s config.json was edited or damaged"
+    try:
+        data, selection = record["dataset"], record.get("selection")
+        require(
+            isinstance(data, dict) and isinstance(data["spec"], str) and isinstance(data["fingerprint"], str),
+            f"{broken}: its data set record is incomplete; it cannot be resumed, start a new run",
+        )
+        require(
+            selection is None or (isinstance(selection, dict) and {"path", "fingerprint"} <= selection.keys()),
+            f"{broken}: its selection record is incomplete; it cannot be resumed, start a new run",
+        )
+        config = TrainConfig.from_dict(record["train"])
+    except (KeyError, TypeError) as exc:
+        raise SampleSiftError(f"{broken} (missing or bad {exc}); it cannot be resumed, start a new run") from None
+    try:
+        config.validate()
+    except SampleSiftError as exc:
+        raise SampleSiftError(f"{broken}: {exc}; it cannot be resumed, start a new run") from None
+    return config, data, selection
 
 
 def _execute(
@@ -709,6 +864,10 @@ def _execute(
     progress: bool,
     checkpoint: dict[str, Any] | None,
 ) -> Run:
+    """Train ``run`` to the end, recording running / finished / failed / interrupted.
+
+    The caller holds the run's lock (:meth:`Run.lock`).
+    """
     run.set_status("running")
     try:
         trainer = _Trainer(dataset, selection, config, run, progress)

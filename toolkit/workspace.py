@@ -13,6 +13,10 @@ A workspace is one folder (``--workspace DIR``, else ``$SAMPLESIFT_WORKSPACE``, 
 
 A data set's key is its name plus the first characters of its content fingerprint, so a
 changed source gets a fresh folder and stale artifacts are never picked up by accident.
+
+Every path handed out is resolved and confined to the workspace root: a name with ``..``
+or a symbolic link planted inside the workspace (``runs -> /somewhere/else``) is refused
+rather than followed out of it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 from pathlib import Path
 
 from toolkit.artifacts import confined_path, safe_name
+from toolkit.errors import require
 
 DEFAULT_WORKSPACE = "workspace"
 
@@ -31,21 +36,25 @@ class Workspace:
     def __init__(self, root: str | Path | None = None) -> None:
         chosen = root or os.environ.get("SAMPLESIFT_WORKSPACE") or DEFAULT_WORKSPACE
         self.root = Path(chosen).expanduser().resolve()
+        require(
+            not self.root.exists() or self.root.is_dir(),
+            f"workspace {self.root} is a file, not a folder; give --workspace a folder (it is created if missing)",
+        )
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
 
     @property
     def cache_dir(self) -> Path:
-        return self.root / "cache" / "datasets"
+        return confined_path(self.root, "cache", "datasets")
 
     @property
     def downloads_dir(self) -> Path:
-        return self.root / "downloads"
+        return confined_path(self.root, "downloads")
 
     @property
     def runs_dir(self) -> Path:
-        return self.root / "runs"
+        return confined_path(self.root, "runs")
 
     def dataset_dir(self, dataset_key: str) -> Path:
         return confined_path(self.root, "datasets", safe_name(dataset_key, "data set key"))
@@ -54,7 +63,7 @@ class Workspace:
         return confined_path(self.dataset_dir(dataset_key), "autoencoders", safe_name(name, "autoencoder name"))
 
     def selections_dir(self, dataset_key: str) -> Path:
-        return self.dataset_dir(dataset_key) / "selections"
+        return confined_path(self.dataset_dir(dataset_key), "selections")
 
     def selection_path(self, dataset_key: str, name: str) -> Path:
         return confined_path(self.selections_dir(dataset_key), f"{safe_name(name, 'selection name')}.json")

@@ -9,13 +9,19 @@ from toolkit.selectors.base import Selector
 
 
 def dimension_zscores(x: torch.Tensor) -> torch.Tensor:
-    """Activations standardised per dimension (a constant dimension gives zeros)."""
+    """Activations standardised per dimension.
+
+    The standard deviation is floored at 5% of the median dimension's, so that nearly dead
+    units (a ReLU channel that almost never fires has a spread near zero) do not turn their
+    rare activations into enormous z-scores; a constant dimension gives zeros.
+    """
     mean = x.mean(dim=0, keepdim=True)
     std = x.std(dim=0, correction=0, keepdim=True)
-    return (x - mean) / torch.where(std > 0, std, torch.ones_like(std))
+    floor = 0.05 * std.median()
+    return (x - mean) / torch.where(std > floor, std, floor if floor > 0 else torch.ones_like(std))
 
 
-def topk_per_column(values: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+def topk_per_column(values: torch.Tensor, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Exactly ``k`` rows: each of the n columns contributes its own top ``k // n`` rows.
 
     Every column c has a quota of ``k // n`` rows, plus one for the first ``k mod n`` columns.
@@ -24,43 +30,52 @@ def topk_per_column(values: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarra
     ties). Phase 2 (fill): the columns take turns in index order; each column still short of
     its quota (because a shared row went to another column, or for the remainder) adds its
     best row not yet taken, until there are exactly ``k``. Every column ends with exactly its
-    quota, the result contains the whole Eq. 4 union, and it is deterministic.
+    quota, and the result contains the whole Eq. 4 union.
+
+    Equal values are ordered by a random permutation drawn from ``seed``. This matters for
+    dead or nearly dead units: a dimension that is constant for most samples has more tied
+    "top" samples than its quota, and without the shuffle the tie would go to the lowest row
+    indices, which in a class-sorted data set means the first class.
 
     Returns (rows in pick order, the column that picked each).
     """
     n_rows, n_cols = values.shape
     base = k // n_cols
-    depth = min(n_rows, 2 * base + 8)
-    while True:
-        order = torch.topk(values, depth, dim=0).indices.T.cpu().numpy()  # (n_cols, depth)
-        picked, by = _round_robin(order, base, k, n_rows)
-        if picked is not None:
-            return picked, by
-        depth = min(n_rows, depth * 2)  # some column ran out of candidates: look deeper
+    generator = torch.Generator().manual_seed(int(seed))
+    shuffle = torch.randperm(n_rows, generator=generator).to(values.device)
+    shuffled = values[shuffle]
+    # Correlated dimensions share top samples, so look a few quotas deep from the start.
+    depth = min(n_rows, 4 * base + 32)
+    top = torch.topk(shuffled, depth, dim=0).indices  # positions in the shuffled order
+    first = shuffle[top].T.cpu().numpy()  # (n_cols, depth) row indices, best first
+    candidates = list(first)
+    columns: list[torch.Tensor] = []
 
+    def deeper(col: int) -> None:
+        # Only columns whose candidates were all taken by others look further down.
+        if not columns:
+            columns.append(shuffled.T.contiguous())
+        new_depth = min(n_rows, 4 * len(candidates[col]))
+        column_top = torch.topk(columns[0][col], new_depth).indices
+        candidates[col] = shuffle[column_top].cpu().numpy()
 
-def _round_robin(order: np.ndarray, base: int, k: int, n_rows: int) -> tuple[np.ndarray | None, np.ndarray]:
-    n_cols, depth = order.shape
     taken = np.zeros(n_rows, dtype=bool)
     picked: list[int] = []
     by: list[int] = []
     if base:
-        top = order[:, :base]
-        rank = np.broadcast_to(np.arange(base), top.shape)
-        col = np.broadcast_to(np.arange(n_cols)[:, None], top.shape)
-        # sort candidates by (row, rank, column): the first entry of each row is its credit
-        flat = np.lexsort((col.ravel(), rank.ravel(), top.ravel()))
-        rows_sorted = top.ravel()[flat]
-        first = np.ones(len(rows_sorted), dtype=bool)
-        first[1:] = rows_sorted[1:] != rows_sorted[:-1]
-        credit_rows = rows_sorted[first]
-        credit_cols = col.ravel()[flat][first]
-        credit_rank = rank.ravel()[flat][first]
-        # report phase-1 picks column by column, best rank first
-        report = np.lexsort((credit_rank, credit_cols))
-        picked.extend(credit_rows[report].tolist())
-        by.extend(credit_cols[report].tolist())
-        taken[credit_rows] = True
+        head = first[:, :base]
+        rank = np.broadcast_to(np.arange(base), head.shape).ravel()
+        column = np.broadcast_to(np.arange(n_cols)[:, None], head.shape).ravel()
+        rows = head.ravel()
+        # Sort the candidates by (row, rank, column): the first entry of each row is its credit.
+        ordered = np.lexsort((column, rank, rows))
+        is_first = np.ones(len(ordered), dtype=bool)
+        is_first[1:] = rows[ordered][1:] != rows[ordered][:-1]
+        credit = ordered[is_first]
+        report = credit[np.lexsort((rank[credit], column[credit]))]  # column by column, best first
+        picked.extend(rows[report].tolist())
+        by.extend(column[report].tolist())
+        taken[rows[report]] = True
     quota = np.full(n_cols, base)
     quota[: k - base * n_cols] += 1
     count = np.bincount(np.asarray(by, dtype=np.int64), minlength=n_cols)
@@ -69,13 +84,16 @@ def _round_robin(order: np.ndarray, base: int, k: int, n_rows: int) -> tuple[np.
         for col in range(n_cols):
             if count[col] >= quota[col]:
                 continue
-            while pointer[col] < depth and taken[order[col, pointer[col]]]:
-                pointer[col] += 1
-            if pointer[col] == depth:
-                if depth < n_rows:
-                    return None, np.zeros(0)  # look deeper
-                raise RuntimeError("ran out of candidates")  # pragma: no cover - k <= n_rows
-            row = int(order[col, pointer[col]])
+            while True:
+                column_candidates = candidates[col]
+                while pointer[col] < len(column_candidates) and taken[column_candidates[pointer[col]]]:
+                    pointer[col] += 1
+                if pointer[col] < len(column_candidates):
+                    break
+                if len(column_candidates) == n_rows:  # pragma: no cover - impossible while k <= n_rows
+                    raise RuntimeError("ran out of candidates")
+                deeper(col)
+            row = int(candidates[col][pointer[col]])
             taken[row] = True
             picked.append(row)
             by.append(col)
@@ -101,5 +119,5 @@ class TopKActivation(Selector):
     source = "the paper, Eq. 4 (Gonzalez, Landgraf, Miikkulainen)"
 
     def _select(self, x: torch.Tensor, k: int, seed: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
-        picked, by = topk_per_column(x, k)
+        picked, by = topk_per_column(x, k, seed)
         return picked, dimension_zscores(x).max(dim=1).values, by

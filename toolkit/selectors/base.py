@@ -97,6 +97,15 @@ def check_budget(k: int, n: int) -> int:
     return k
 
 
+def check_seed(seed: int) -> int:
+    """``seed`` must be a whole number in [0, 2**63) (NumPy refuses negative seeds)."""
+    require(
+        isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and 0 <= seed < 2**63,
+        f"the seed must be a whole number in [0, 2**63), got {seed!r}",
+    )
+    return int(seed)
+
+
 def check_labels(labels: np.ndarray | torch.Tensor | None, n: int) -> np.ndarray | None:
     if labels is None:
         return None
@@ -182,6 +191,12 @@ class Selector:
         n = int(x.shape[0])
         k = check_budget(k, n)
         y = check_labels(labels, n)
+        seed = check_seed(seed)
+        require(
+            x.shape[1] >= 1 or not self.needs_embeddings,
+            f"{self.name} selects by embedding, but the embeddings have no dimensions (N x 0); "
+            "train an autoencoder first (samplesift embed)",
+        )
         info: dict[str, Any] = {}
         balanced = balanced or self.always_balanced
         if balanced:
