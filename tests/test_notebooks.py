@@ -82,7 +82,9 @@ def test_notebook_runs_in_smoke_mode_with_embedded_figures(path: Path, executed)
     html = [out["data"].get("text/html", "") for out in figures]
     assert all("Plotly.newPlot" in h for h in html), "every figure needs an HTML rendering for saved notebooks"
     if figures:
-        scripts = [out["data"].get("text/html", "") for cell in notebook.cells for out in cell.get("outputs", [])]
+        scripts = [
+            out.get("data", {}).get("text/html", "") for cell in notebook.cells for out in cell.get("outputs", [])
+        ]
         assert any("plotly.js v" in s for s in scripts), "plotly.js must be embedded in the notebook (offline)"
         assert not any('src="https://cdn.plot.ly' in s for s in scripts)
 
