@@ -38,6 +38,18 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _list_of(kind: type) -> Any:
+    """An argparse type for comma-separated lists (``0,0.5,1``)."""
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(part) for part in text.split(",") if part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+
+    return parse
+
+
 def _common(parser: argparse.ArgumentParser, data: bool = True) -> None:
     parser.add_argument("--workspace", help="workspace folder (default: $SAMPLESIFT_WORKSPACE or ./workspace)")
     if data:
@@ -151,6 +163,40 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="import even if the file records another data set or its classes or images disagree",
     )
+
+    sweep = commands.add_parser(
+        "sweep", help="run selectors x sizes x splits x seeds (x schedules); write a results table and figures"
+    )
+    _common(sweep)
+    _device(sweep)
+    sweep.add_argument(
+        "--preset", choices=("paper", "cpu"), help="a named sweep (Figs. 5 and 6); options below override it"
+    )
+    sweep.add_argument("--part", action="append", metavar="GRID", help="only these grids of the preset (fig5, fig6)")
+    sweep.add_argument("--name", help="sweep name, part of every run's name (default: the preset or 'sweep')")
+    sweep.add_argument("--selectors", type=_list_of(str), help="comma-separated selector names (every grid)")
+    sweep.add_argument(
+        "--add-selectors", type=_list_of(str), help="with --preset: selectors added to its Fig. 5 grid only"
+    )
+    sweep.add_argument("--sizes", type=_list_of(int), help="comma-separated subset sizes K (default 4320)")
+    sweep.add_argument("--splits", type=_list_of(float), help="comma-separated shares of the run on the subset")
+    sweep.add_argument("--seeds", type=_list_of(int), help="comma-separated seeds")
+    sweep.add_argument("--steps", type=_list_of(int), help="equal-steps schedules: total optimizer steps")
+    sweep.add_argument("--time-budgets", type=_list_of(float), help="equal-time schedules: training seconds")
+    sweep.add_argument("--balanced", action="store_true", default=None, help="per-class quotas for every selector")
+    sweep.add_argument("--batch", type=_positive_int, help="batch size")
+    sweep.add_argument("--norm", choices=("batch", "lrn"))
+    sweep.add_argument("--evals", type=int, help="evaluations during each run (plus one at the end)")
+    sweep.add_argument("--executor", choices=("local", "ray"), default="local", help="where runs execute")
+    sweep.add_argument("--workers", type=_positive_int, default=1, help="local: runs at a time (one process each)")
+    sweep.add_argument("--threads", type=_positive_int, help="local: torch threads per run")
+    sweep.add_argument("--ray-address", help="ray: the cluster to join (default: start a local one)")
+    sweep.add_argument("--cpus-per-run", type=_number, default=1.0, help="ray: CPUs per run (default 1)")
+    sweep.add_argument("--gpus-per-run", type=_number, default=0.0, help="ray: GPUs per run, fractions allowed")
+    sweep.add_argument("--autoencoder", help="whose embedding the selectors use (default 'default')")
+    sweep.add_argument("--out", required=True, help="folder for results.csv/.parquet, summary and figures")
+    sweep.add_argument("--no-png", action="store_true", help="write figures as HTML only")
+    sweep.add_argument("--dry-run", action="store_true", help="print the plan and stop")
 
     recon = commands.add_parser("reconstruct", help="write inputs, embeddings and reconstructions as a PNG (Fig. 4)")
     _common(recon)
@@ -348,6 +394,60 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from toolkit.experiments import build_sweep, plan_sweep, run_sweep, sweep_executor, write_outputs
+
+    spec = build_sweep(
+        preset=args.preset,
+        parts=args.part,
+        add_selectors=args.add_selectors,
+        name=args.name,
+        data=args.data,
+        max_per_class=args.max_per_class,
+        autoencoder=args.autoencoder,
+        grid={
+            "selectors": args.selectors,
+            "sizes": args.sizes,
+            "splits": args.splits,
+            "seeds": args.seeds,
+            "steps": args.steps,
+            "time_budgets": args.time_budgets,
+            "balanced": args.balanced,
+        },
+        train={
+            "batch": args.batch,
+            "norm": args.norm,
+            "evals": args.evals,
+            "device": args.device,
+            "precision": args.precision,
+        },
+    )
+    if args.dry_run:
+        plan = plan_sweep(spec, workspace=args.workspace)
+        for entry in plan.entries:
+            print(f"{entry.state:9s} {entry.run.describe()}" + (f"  [{entry.run_id}]" if entry.run_id else ""))
+        print(plan.describe())
+        return 0
+    executor = sweep_executor(
+        args.executor,
+        workers=args.workers,
+        threads=args.threads,
+        address=args.ray_address,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
+    )
+    result = run_sweep(spec, workspace=args.workspace, executor=executor, log=lambda line: print(line, flush=True))
+    written = write_outputs(result, args.out, png=not args.no_png)
+    names = ", ".join(path.name for path in written)
+    print(f"{len(result.table)} finished runs in {result.seconds:.0f} s; wrote {names} to {args.out}")
+    if result.failed:
+        raise SampleSiftError(
+            f"{len(result.failed)} run(s) failed, e.g. {result.failed[0].label}: {result.failed[0].error}; "
+            "fix the cause and run the same sweep again to retry them"
+        )
+    return 0
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -379,6 +479,7 @@ COMMANDS = {
     "export": cmd_export,
     "import": cmd_import,
     "reconstruct": cmd_reconstruct,
+    "sweep": cmd_sweep,
 }
 
 

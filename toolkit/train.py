@@ -546,7 +546,8 @@ class _Trainer:
         if c.steps is not None:
             return s.step >= (s.evals_done + 1) * c.steps / (c.evals + 1) and s.step < c.steps
         assert c.time_budget is not None
-        return s.train_time >= (s.evals_done + 1) * c.time_budget / (c.evals + 1)
+        # The final evaluation happens after the loop: none here once the budget is spent.
+        return (s.evals_done + 1) * c.time_budget / (c.evals + 1) <= s.train_time < c.time_budget
 
     def run_eval(self, phase: Phase, final: bool = False) -> dict[str, Any]:
         start = time.perf_counter()
