@@ -162,6 +162,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     project.add_argument("--autoencoder", default="default", help="which autoencoder's embedding to map")
 
+    export = commands.add_parser("export", help="write a selection as CSV, a JSON manifest, an .npz or an image folder")
+    _common(export)
+    export.add_argument("--selection", required=True, help="selection name or manifest path")
+    export.add_argument("--format", required=True, choices=("csv", "json", "npz", "folder"), help="what to write")
+    export.add_argument("--out", required=True, help="file to write (csv, json, npz) or folder to create (folder)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing file or earlier export folder")
+    export.add_argument("--link", action="store_true", help="folder: symbolic links to the source images, not copies")
+
+    imported = commands.add_parser(
+        "import", help="save a manifest, a CSV of indices or file names, an .npz or a folder export as a selection"
+    )
+    _common(imported)
+    imported.add_argument("file", help="a .json manifest, a .csv, an .npz export or an export folder")
+    imported.add_argument("--name", help="selection name (default: the manifest's, else imported-<file stem>)")
+    imported.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="import even if the file records another data set or its classes or images disagree",
+    )
+
     sweep = commands.add_parser(
         "sweep", help="run selectors x sizes x splits x seeds (x schedules); write a results table and figures"
     )
@@ -403,6 +423,39 @@ def cmd_project(args: argparse.Namespace) -> int:
         f"{args.method} map of {len(projection.coords)} samples of {dataset.key} "
         f"(computed in {projection.compute_time_s:.1f} s) -> {projection.path}"
     )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from toolkit.export import export_selection
+    from toolkit.selection import load_selection
+
+    dataset = _load(args)
+    selection = load_selection(args.selection, dataset, workspace=args.workspace)
+    path = export_selection(selection, dataset, args.out, args.format, overwrite=args.overwrite, link=args.link)
+    print(
+        f"exported selection {selection.name!r} ({selection.size} samples of {dataset.key}) as {args.format} -> {path}"
+    )
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from toolkit.export import import_selection
+
+    dataset = _load(args)
+    selection = import_selection(
+        args.file, dataset, workspace=args.workspace, name=args.name, allow_mismatch=args.allow_mismatch
+    )
+    overridden = (selection.manifest.get("info") or {}).get("mismatch_allowed") or []
+    for problem in overridden:
+        print(f"samplesift: warning: imported despite: {problem}", file=sys.stderr)
+    print(f"imported {selection.size} samples of {dataset.key} as selection {selection.name!r} ({selection.method})")
+    print(f"manifest: {selection.path}")
+    cap = f" --max-per-class {dataset.max_per_class}" if dataset.max_per_class else ""
+    print(
+        f"train on it: samplesift train --data {dataset.spec}{cap} --selection {selection.name} --split 0.5 --steps N"
+    )
+    return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -489,6 +542,8 @@ COMMANDS = {
     "train": cmd_train,
     "runs": cmd_runs,
     "project": cmd_project,
+    "export": cmd_export,
+    "import": cmd_import,
     "reconstruct": cmd_reconstruct,
     "sweep": cmd_sweep,
 }

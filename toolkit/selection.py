@@ -177,17 +177,23 @@ class Selection:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Selection:
-        manifest = read_json(path, "selection manifest")
+        selection = cls.from_manifest(read_json(path, "selection manifest"), where=str(path))
+        selection.path = Path(path).resolve()
+        return selection
+
+    @classmethod
+    def from_manifest(cls, manifest: Any, where: str = "the manifest") -> Selection:
+        """Check a manifest read from ``where`` (a file, or a field of an export) and wrap it."""
         require(
             isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT,
-            f"{path} is not a SampleSift selection manifest (format {MANIFEST_FORMAT})",
+            f"{where} is not a SampleSift selection manifest (format {MANIFEST_FORMAT})",
         )
         missing = [k for k in ("name", "method", "indices", "size", "dataset", "fingerprint") if k not in manifest]
-        require(not missing, f"selection manifest {path} lacks {', '.join(missing)}; recreate it")
-        selection = cls(manifest, Path(path).resolve())
+        require(not missing, f"selection manifest {where} lacks {', '.join(missing)}; recreate it")
+        selection = cls(manifest)
         require(
             fingerprint_arrays(selection.indices) == selection.fingerprint,
-            f"selection manifest {path} was edited: its indices do not match its fingerprint; recreate it",
+            f"selection manifest {where} was edited: its indices do not match its fingerprint; recreate it",
         )
         return selection
 
