@@ -9,6 +9,8 @@ kaleido, which drives a Chrome/Chromium: Debian's ``chromium`` package works).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -380,18 +382,46 @@ def save_figure(
         if kind == "html":
             written.append(atomic_write_text(path, figure.to_html(include_plotlyjs=True, full_html=True)))
             continue
-        try:
-            import kaleido  # noqa: F401  (plotly needs it for PNG)
-        except ImportError:
+        written.append(atomic_write_bytes(path, render_png(figure, width=width, height=height, scale=scale)))
+    return written
+
+
+# Rendered in a child process: kaleido drives Chromium from an asyncio loop, and inside a
+# process that already runs one (Jupyter, Streamlit, a Playwright session) it can wait forever.
+_RENDER_PNG = """
+import sys
+import plotly.io as pio
+import kaleido  # noqa: F401
+figure = pio.from_json(sys.stdin.read())
+width, height, scale = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+sys.stdout.buffer.write(figure.to_image(format="png", width=width, height=height, scale=scale))
+"""
+
+
+def render_png(
+    figure: go.Figure, *, width: int = 1000, height: int = 600, scale: float = 1.0, timeout_s: float = 180
+) -> bytes:
+    """``figure`` as PNG bytes, rendered by plotly's kaleido in a fresh Python process.
+
+    Needs the ``kaleido`` package and a Chrome or Chromium; either missing, or a render that
+    does not finish within ``timeout_s``, is a clear :class:`SampleSiftError`.
+    """
+    command = [sys.executable, "-c", _RENDER_PNG, str(width), str(height), str(scale)]
+    try:
+        done = subprocess.run(command, input=figure.to_json().encode(), capture_output=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise SampleSiftError(
+            f"PNG rendering did not finish in {timeout_s:g} s; write HTML only (--no-png) or check Chromium"
+        ) from None
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        last = lines[-1] if lines else f"exit status {done.returncode}"
+        if "No module named 'kaleido'" in last:
             raise SampleSiftError(
                 "PNG figures need the kaleido package: `pip install kaleido` (or write HTML only with --no-png)"
-            ) from None
-        try:
-            data = figure.to_image(format="png", width=width, height=height, scale=scale)
-        except Exception as exc:  # kaleido reports a missing browser in several ways
-            raise SampleSiftError(
-                f"could not render {path.name} ({type(exc).__name__}: {exc}); PNG export needs a Chrome or "
-                "Chromium (Debian: `apt-get install chromium`), or write HTML only with --no-png"
-            ) from None
-        written.append(atomic_write_bytes(path, data))
-    return written
+            )
+        raise SampleSiftError(
+            f"could not render a PNG ({last}); PNG export needs a Chrome or Chromium (Debian: `apt-get install "
+            "chromium`), or write HTML only with --no-png"
+        )
+    return done.stdout
