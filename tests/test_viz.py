@@ -7,7 +7,7 @@ import pytest
 
 from toolkit.data import ImageDataset
 from toolkit.errors import SampleSiftError
-from toolkit.viz.embedding import image_grid, image_grid_items
+from toolkit.viz.embedding import image_grid, image_grid_items, selection_overlay_map
 
 
 def test_image_grid_draws_every_image_with_its_caption_in_grid_order(digits: ImageDataset) -> None:
@@ -32,3 +32,16 @@ def test_image_grid_draws_every_image_with_its_caption_in_grid_order(digits: Ima
 def test_image_grid_refuses_mismatched_captions() -> None:
     with pytest.raises(SampleSiftError, match="got 2 images but 1 captions"):
         image_grid([np.zeros((8, 8), np.uint8)] * 2, ["one"])
+
+
+def test_overlay_shows_the_chosen_selections_and_keeps_the_others_in_the_legend() -> None:
+    coords = np.random.default_rng(0).normal(size=(50, 2))
+    picks = {"random": np.arange(5), "topk": np.arange(10, 20), "k-center": np.array([3, 30, 40])}
+    fig = selection_overlay_map(coords, np.arange(50), picks, visible=["topk"])
+    assert [t.name for t in fig.data] == ["all samples", "random (5)", "topk (10)", "k-center (3)"]
+    assert [t.visible for t in fig.data[1:]] == ["legendonly", True, "legendonly"]
+    np.testing.assert_array_equal(fig.data[3].x, coords[[3, 30, 40], 0])  # hidden ones still hold their points
+    assert all(t.visible is None for t in selection_overlay_map(coords, np.arange(50), picks).data[:1])
+    assert [t.visible for t in selection_overlay_map(coords, np.arange(50), picks).data[1:]] == [True] * 3
+    with pytest.raises(SampleSiftError, match="no selection named nope"):
+        selection_overlay_map(coords, np.arange(50), picks, visible=["nope"])

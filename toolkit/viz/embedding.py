@@ -130,12 +130,17 @@ def selection_overlay_map(
     *,
     title: str | None = None,
     height: int = 560,
+    visible: Sequence[str] | None = None,
 ) -> go.Figure:
     """The map in grey with each selection's samples drawn on top in its own colour.
 
     Every selected sample is drawn (selections are small), whether or not it is among the
-    ``shown`` background points.
+    ``shown`` background points. With ``visible``, only those selections are drawn at first
+    and the others wait in the legend (a click shows them): several selections of thousands
+    of samples each hide one another.
     """
+    unknown = sorted(set(visible or ()) - set(selections))
+    require(not unknown, f"no selection named {', '.join(unknown)} to show; the overlay has {', '.join(selections)}")
     shown = np.asarray(shown, dtype=np.int64)
     fig = go.Figure(
         go.Scattergl(
@@ -156,6 +161,7 @@ def selection_overlay_map(
                 mode="markers",
                 marker={"size": 5, "color": color, "opacity": 0.85},
                 name=f"{name} ({len(idx)})",
+                visible=True if visible is None or name in visible else "legendonly",
                 customdata=idx[:, None],
                 hovertemplate=f"{name}<br>sample %{{customdata[0]}}<extra></extra>",
             )
