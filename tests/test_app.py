@@ -9,6 +9,8 @@ process and its curve appears after polling.
 from __future__ import annotations
 
 import base64
+import collections
+import io
 import json
 import time
 from collections.abc import Callable
@@ -16,13 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import streamlit as st
+import streamlit.testing.v1.app_test as app_test_module
+from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
+from torchvision.datasets import ImageFolder
 
 from toolkit.data import ImageDataset
 from toolkit.embed import AutoencoderConfig, Embedding, train_autoencoder
 from toolkit.experiments import results_table
+from toolkit.export import export_selection
 from toolkit.jobs import cancel_run
 from toolkit.projection import load_or_compute_projection, points_in_polygon, stratified_subsample
 from toolkit.runs import RunStore
@@ -276,6 +283,88 @@ def test_results_page_draws_the_experiment_figures_from_the_run_store(
     shown = next(d.value for d in at.dataframe if "images_per_s" in d.value.columns)  # the sortable run table
     assert list(shown["run_id"]) == list(table["run_id"])
     np.testing.assert_allclose(shown["test_accuracy"], table["test_accuracy"])
+
+
+@pytest.fixture
+def media_managers(monkeypatch: pytest.MonkeyPatch) -> list[MediaFileManager]:
+    """The media file manager of every AppTest run, kept so a test can fetch what a download serves."""
+    made: list[MediaFileManager] = []
+
+    class Recording(MediaFileManager):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(app_test_module, "MediaFileManager", Recording)
+    return made
+
+
+def download(at: AppTest, managers: list[MediaFileManager], key: str) -> tuple[bytes, str, str]:
+    """Click a download button as the browser does: run its deferred callable, read the served file."""
+    manager = managers[-1]  # the last run's, which registered the button's callable
+    url = manager.execute_deferred(at.download_button(key=key).proto.deferred_file_id)
+    served = manager.read_file(url.rsplit("/", 1)[1])
+    assert served is not None
+    return served.content, served.filename, served.mimetype
+
+
+def test_export_page_downloads_every_file_format_and_writes_an_image_folder(
+    workspace: Path,
+    digits: ImageDataset,
+    digits_embedding: Embedding,
+    media_managers: list[MediaFileManager],
+    tmp_path: Path,
+) -> None:
+    selection = make_selection(digits, "topk-activation", size=60, seed=2, workspace=workspace, name="to-export")
+    at = open_app("export")
+    at.selectbox(key="export_selection").set_value("to-export").run()
+    assert_clean(at)
+    assert [m.value for m in at.metric] == ["60", f"{100 * 60 / digits.num_train:.2f}%", "topk-activation"]
+
+    served = {fmt: download(at, media_managers, f"export_download_{fmt}") for fmt in ("json", "csv", "npz")}
+    for fmt, (content, filename, _) in served.items():  # exactly what `samplesift export` writes
+        assert filename == f"to-export.{fmt}"
+        assert content == export_selection(selection, digits, tmp_path / f"cli.{fmt}", fmt).read_bytes(), fmt
+    assert served["json"][2] == "application/json" and served["csv"][2] == "text/csv"
+    assert json.loads(served["json"][0])["indices"] == selection.indices.tolist()
+    table = pd.read_csv(io.BytesIO(served["csv"][0]))
+    np.testing.assert_array_equal(table["index"], selection.indices)
+    np.testing.assert_allclose(table["score"], selection.scores)
+    with np.load(io.BytesIO(served["npz"][0])) as archive:
+        np.testing.assert_array_equal(archive["train_images"], digits.train_images[selection.indices])
+        np.testing.assert_array_equal(archive["train_labels"], digits.train_labels[selection.indices])
+
+    def export_folder(out: Path, overwrite: bool = False) -> None:
+        at.text_input(key="export_folder").set_value(str(out))
+        at.checkbox(key="export_overwrite").set_value(overwrite)
+        at.get("form_submit_button")[0].click()
+        at.run()
+
+    out = tmp_path / "folder"
+    export_folder(out)
+    assert_clean(at)
+    assert at.success and str(out) in at.success[0].value
+    folder = ImageFolder(str(out))
+    expected = {name: n for name, n in selection.manifest["class_counts"].items() if n}
+    assert collections.Counter(folder.classes[t] for t in folder.targets) == expected
+    before = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
+
+    export_folder(out)  # again, without overwrite: refused, nothing touched
+    assert not at.exception and not at.success
+    assert at.error and "exists and is not empty; pass --overwrite" in at.error[0].value
+    assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+    export_folder(out, overwrite=True)  # an earlier export may be replaced
+    assert_clean(at)
+    assert at.success and len(ImageFolder(str(out))) == 60
+
+    precious = tmp_path / "not-an-export"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    export_folder(precious, overwrite=True)  # even with overwrite, a folder that is not an export stays
+    assert at.error and "is not an earlier SampleSift export" in at.error[0].value
+    assert [p.name for p in precious.iterdir()] == ["notes.txt"]
+    export_folder(Path(" "))
+    assert at.error and "Give the folder to export into." in at.error[0].value
 
 
 def test_bad_data_inputs_show_the_toolkit_message(workspace: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from toolkit.data import ImageDataset, load_dataset
 from toolkit.errors import SampleSiftError
 from toolkit.export import (
     FORMATS,
+    export_bytes,
     export_selection,
     export_table,
     import_selection,
@@ -71,6 +72,21 @@ def test_export_then_import_gives_the_same_indices(fmt: str, topk: Selection, di
         assert back.method == "topk-activation"
         for key in ("params", "seed", "fingerprint", "embedding", "dataset", "picked_by", "scores", "versions"):
             assert back.manifest[key] == topk.manifest[key], key
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "npz"])
+def test_in_memory_export_is_the_file_byte_for_byte(fmt: str, topk: Selection, digits, tmp_path: Path) -> None:
+    # What the app's download buttons serve is what `samplesift export` writes.
+    written = export_selection(topk, digits, tmp_path / f"sel{SUFFIX[fmt]}", fmt)
+    assert export_bytes(topk, digits, fmt) == written.read_bytes()
+
+
+def test_in_memory_export_refuses_a_folder_and_another_data_set(topk, digits, session_workspace: Path) -> None:
+    with pytest.raises(SampleSiftError, match="has no single-file form"):
+        export_bytes(topk, digits, "folder")
+    capped = load_dataset("digits", workspace=session_workspace, max_per_class=20)
+    with pytest.raises(SampleSiftError, match="was made on data set"):
+        export_bytes(topk, capped, "csv")
 
 
 def test_csv_columns_and_json_manifest_hold_what_reproduces_the_selection(topk, digits, tmp_path: Path) -> None:

@@ -97,9 +97,14 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as the indented JSON text every artifact is written in (see :func:`atomic_write_json`)."""
+    return json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n"
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
-    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+    return atomic_write_text(path, json_text(obj))
 
 
 def read_json(path: str | Path, what: str = "file") -> Any:

@@ -76,6 +76,7 @@ from toolkit.artifacts import (
     atomic_write_bytes,
     atomic_write_json,
     confined_path,
+    json_text,
     read_json,
     safe_name,
     to_jsonable,
@@ -138,13 +139,29 @@ def export_selection(
     target = _export_target(Path(out), fmt, selection.name, dataset, overwrite)
     if fmt == "folder":
         _write_folder(selection, dataset, target, link=link)
-    elif fmt == "csv":
-        atomic_write_bytes(target, export_table(selection, dataset).to_csv(index=False).encode("utf-8"))
-    elif fmt == "json":
-        atomic_write_json(target, export_manifest(selection, dataset))
     else:
-        atomic_write_bytes(target, _npz_bytes(selection, dataset))
+        atomic_write_bytes(target, export_bytes(selection, dataset, fmt))
     return target
+
+
+def export_bytes(selection: Selection, dataset: ImageDataset, fmt: ExportFormat) -> bytes:
+    """The content of a ``csv``, ``json`` or ``npz`` export, in memory (what the app downloads).
+
+    Byte for byte the file :func:`export_selection` writes in that format.
+
+    Raises:
+        SampleSiftError: ``folder`` or an unknown format, or a selection of another data set.
+    """
+    require(
+        fmt in FORMATS and fmt != "folder",
+        f"export format {fmt!r} has no single-file form; choose one of: csv, json, npz",
+    )
+    selection.check_dataset(dataset)
+    if fmt == "csv":
+        return export_table(selection, dataset).to_csv(index=False).encode("utf-8")
+    if fmt == "json":
+        return json_text(export_manifest(selection, dataset)).encode("utf-8")
+    return _npz_bytes(selection, dataset)
 
 
 def export_table(selection: Selection, dataset: ImageDataset) -> pd.DataFrame:

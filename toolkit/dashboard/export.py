@@ -1,12 +1,20 @@
-"""Export page: a saved selection's counts and its manifest."""
+"""Export page: a saved selection's counts, its downloads (JSON, CSV, .npz) and an image-folder export.
 
-import json
+Every file comes from :mod:`toolkit.export`, byte for byte what ``samplesift export`` writes.
+"""
 
 import pandas as pd
 import streamlit as st
 
 from toolkit.dashboard import common
+from toolkit.export import export_bytes, export_selection
 from toolkit.selection import list_selections
+
+DOWNLOADS = (
+    ("json", "JSON manifest", "application/json"),
+    ("csv", "CSV table", "text/csv"),
+    ("npz", "NumPy .npz", "application/octet-stream"),
+)
 
 ctx = common.context()
 dataset = ctx.dataset
@@ -32,11 +40,48 @@ st.dataframe(
     hide_index=True,
     key="export_counts",
 )
-st.download_button(
-    "Download the JSON manifest",
-    json.dumps(selection.manifest, indent=2),
-    file_name=f"{selection.name}.json",
-    mime="application/json",
-    on_click="ignore",
-    icon=":material/download:",
+
+st.header("Download")
+st.caption(
+    "The manifest reproduces the selection (method, parameters, seed, fingerprints, versions, indices); the CSV has "
+    "one row per sample (index, class, score, source file); the .npz holds the selected images and labels with the "
+    "test split, and is itself a data spec (`samplesift train --data subset.npz`)."
 )
+with common.user_errors():
+    selection.check_dataset(dataset)
+download_cols = st.columns(len(DOWNLOADS))
+for column, (fmt, label, mime) in zip(download_cols, DOWNLOADS, strict=True):
+    column.download_button(
+        label,
+        # Built when clicked (an .npz of CIFAR-10 holds its 30 MB test split), not on every rerun.
+        lambda fmt=fmt: export_bytes(selection, dataset, fmt),
+        file_name=f"{selection.name}.{fmt}",
+        mime=mime,
+        on_click="ignore",
+        icon=":material/download:",
+        key=f"export_download_{fmt}",
+    )
+
+st.header("Image folder")
+st.caption(
+    "A `<class>/<image>` tree that `torchvision.datasets.ImageFolder` reads, with the manifest as `selection.json`. "
+    "The folder must be new or empty; an earlier export is replaced only with *Overwrite*."
+)
+with st.form("export_folder_form"):
+    folder = st.text_input("Folder", placeholder="/path/to/new/folder", key="export_folder")
+    options = st.columns(2)
+    overwrite = options[0].checkbox("Overwrite an earlier export", key="export_overwrite")
+    link = options[1].checkbox(
+        "Symbolic links instead of copies",
+        key="export_link",
+        disabled=dataset.train_files is None,
+        help="Only for data sets loaded from image files.",
+    )
+    submitted = st.form_submit_button("Export as image folder", icon=":material/folder:")
+if submitted:
+    if not folder.strip():
+        st.error("Give the folder to export into.", icon=":material/error:")
+        st.stop()
+    with common.user_errors(), st.spinner("Writing the image folder…"):
+        written = export_selection(selection, dataset, folder.strip(), "folder", overwrite=overwrite, link=link)
+    st.success(f"Exported {selection.size:,} images of {selection.name!r} → `{written}`", icon=":material/check:")

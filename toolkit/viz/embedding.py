@@ -22,6 +22,7 @@ from plotly.subplots import make_subplots
 
 from toolkit.data import ImageDataset
 from toolkit.embed import Reconstruction
+from toolkit.errors import require
 from toolkit.projection import points_in_box, points_in_polygon
 from toolkit.viz.images import embedding_tile
 
@@ -129,12 +130,17 @@ def selection_overlay_map(
     *,
     title: str | None = None,
     height: int = 560,
+    visible: Sequence[str] | None = None,
 ) -> go.Figure:
     """The map in grey with each selection's samples drawn on top in its own colour.
 
     Every selected sample is drawn (selections are small), whether or not it is among the
-    ``shown`` background points.
+    ``shown`` background points. With ``visible``, only those selections are drawn at first
+    and the others wait in the legend (a click shows them): several selections of thousands
+    of samples each hide one another.
     """
+    unknown = sorted(set(visible or ()) - set(selections))
+    require(not unknown, f"no selection named {', '.join(unknown)} to show; the overlay has {', '.join(selections)}")
     shown = np.asarray(shown, dtype=np.int64)
     fig = go.Figure(
         go.Scattergl(
@@ -155,6 +161,7 @@ def selection_overlay_map(
                 mode="markers",
                 marker={"size": 5, "color": color, "opacity": 0.85},
                 name=f"{name} ({len(idx)})",
+                visible=True if visible is None or name in visible else "legendonly",
                 customdata=idx[:, None],
                 hovertemplate=f"{name}<br>sample %{{customdata[0]}}<extra></extra>",
             )
@@ -476,3 +483,46 @@ def image_grid_items(
         images.append(upscale(dataset.train_images[sample], size))
         captions.append(" · ".join(parts))
     return images, captions, idx[order]
+
+
+def image_grid(
+    images: Sequence[np.ndarray],
+    captions: Sequence[str],
+    *,
+    columns: int = 8,
+    title: str | None = None,
+    cell_height: int = 150,
+) -> go.Figure:
+    """Images with captions in a grid, as one figure (for notebooks; the app uses ``st.image``).
+
+    Takes what :func:`image_grid_items` returns. Images keep their aspect ratio inside their
+    cell (upscale small ones first); grey (H x W or H x W x 1) images are shown as RGB. A
+    caption's `` · ``-separated parts go on separate lines above its image.
+    """
+    require(len(images) == len(captions), f"got {len(images)} images but {len(captions)} captions")
+    require(columns >= 1, f"columns must be at least 1, got {columns}")
+    columns = min(columns, max(len(images), 1))
+    rows = max(1, -(-len(images) // columns))
+    caption_lines = max((caption.count(" · ") + 1 for caption in captions), default=1)
+    caption_px = 12 * caption_lines + 6  # room above each image for its caption
+    fig = make_subplots(
+        rows=rows,
+        cols=columns,
+        subplot_titles=[caption.replace(" · ", "<br>") for caption in captions],
+        horizontal_spacing=0.01,
+        vertical_spacing=caption_px / (rows * cell_height) if rows > 1 else 0.0,
+    )
+    for i, image in enumerate(images):
+        pixels = image[..., None] if image.ndim == 2 else image
+        r, c = divmod(i, columns)
+        fig.add_trace(go.Image(z=_rgb(pixels), hoverinfo="skip"), row=r + 1, col=c + 1)
+    fig.update_annotations(font_size=10)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    top = caption_px + (40 if title else 10)
+    fig.update_layout(
+        title={"text": title, "y": 1.0, "yanchor": "top", "pad": {"t": 10}} if title else None,
+        height=rows * cell_height + top + 10,
+        margin={"l": 10, "r": 10, "t": top, "b": 10},
+    )
+    return fig
