@@ -54,7 +54,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 
-from toolkit.artifacts import atomic_write_bytes, atomic_write_json, fingerprint_bytes, to_jsonable
+from toolkit.artifacts import atomic_write_bytes, atomic_write_json, fingerprint_bytes, pid_alive, to_jsonable
 from toolkit.data import ImageDataset, load_dataset
 from toolkit.errors import SampleSiftError, require
 from toolkit.runs import Run, RunStore
@@ -71,6 +71,23 @@ PAPER_SUBSET = 4320
 #: Columns that identify a cell of a results table (everything but the seed).
 CELL_COLUMNS = ["dataset", "protocol", "selector", "size", "split", "steps_planned", "time_budget", "batch"]
 
+#: Columns a results table takes from each run's summary.json.
+_SUMMARY_COLUMNS = (
+    "steps",
+    "steps_fast",
+    "test_accuracy",
+    "test_accuracy_raw",
+    "test_loss",
+    "final_train_loss",
+    "wall_time_s",
+    "images_seen",
+    "images_per_s",
+    "warmup_time_s",
+    "eval_time_s",
+    "device",
+    "device_name",
+)
+
 #: Columns of :func:`results_table`, in order.
 RESULT_COLUMNS = [
     "run_id",
@@ -85,21 +102,9 @@ RESULT_COLUMNS = [
     "seed",
     "steps_planned",
     "time_budget",
-    "steps",
-    "steps_fast",
     "batch",
     "norm",
-    "test_accuracy",
-    "test_accuracy_raw",
-    "test_loss",
-    "final_train_loss",
-    "wall_time_s",
-    "images_seen",
-    "images_per_s",
-    "warmup_time_s",
-    "eval_time_s",
-    "device",
-    "device_name",
+    *_SUMMARY_COLUMNS,
     "config_key",
     "finished",
     "path",
@@ -584,23 +589,11 @@ def _existing_runs(ws: Workspace, dataset_key: str) -> dict[str, list[tuple[Run,
     return found
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:  # never signal a process group
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _state(status: dict[str, Any]) -> str:
     """A run's state, where a run queued by another sweep process that is still alive counts as running."""
     state = str(status.get("state"))
     pid = int(status.get("pid", -1))
-    if state == "queued" and status.get("host") == socket.gethostname() and pid != os.getpid() and _pid_alive(pid):
+    if state == "queued" and status.get("host") == socket.gethostname() and pid != os.getpid() and pid_alive(pid):
         return "running"
     return state
 
@@ -906,23 +899,6 @@ def run_info(run: Run) -> dict[str, Any]:
         "config_key": run_config_key(run),
         "path": str(run.path),
     }
-
-
-_SUMMARY_COLUMNS = (
-    "steps",
-    "steps_fast",
-    "test_accuracy",
-    "test_accuracy_raw",
-    "test_loss",
-    "final_train_loss",
-    "wall_time_s",
-    "images_seen",
-    "images_per_s",
-    "warmup_time_s",
-    "eval_time_s",
-    "device",
-    "device_name",
-)
 
 
 def _run_row(run: Run) -> dict[str, Any] | None:

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.artifacts import atomic_write_json, exclusive_lock, lock_is_held, read_json, safe_name
+from toolkit.artifacts import atomic_write_json, exclusive_lock, lock_is_held, pid_alive, read_json, safe_name
 from toolkit.errors import SampleSiftError, require
 from toolkit.workspace import Workspace, as_workspace
 
@@ -70,14 +70,8 @@ def _now() -> str:
 def _pid_alive(pid: int) -> bool:
     child = _children.get(pid)
     if child is not None:
-        return child.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return child.poll() is None  # also reaps it, so a finished child is not a zombie
+    return pid_alive(pid)
 
 
 @dataclass
