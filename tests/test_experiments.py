@@ -427,6 +427,8 @@ def test_cli_sweep_writes_table_and_figures(tmp_path: Path, run_cli: Callable[[l
     assert list(api["run_id"]) == list(table["run_id"])  # the Python API returns the same table
     assert np.allclose(api["test_accuracy"], table["test_accuracy"])
     assert (tmp_path / "out" / "fig5_accuracy_vs_split.html").exists()
+    fig7b = (tmp_path / "out" / "fig7b_loss_vs_step.html").read_text()
+    assert fig7b.count('"mode":"lines"') == 2  # Fig. 7b: the loss curves of both runs
     runs_before = sorted(p.name for p in (tmp_path / "ws" / "runs").iterdir())
     assert run_cli([*args, "--out", str(tmp_path / "out2"), "--dry-run"])[0] == 0
     assert sorted(p.name for p in (tmp_path / "ws" / "runs").iterdir()) == runs_before

@@ -1026,8 +1026,9 @@ def time_to_target(table: pd.DataFrame, target: float) -> pd.DataFrame:
 def write_outputs(result: SweepResult, folder: str | Path, *, png: bool = True) -> list[Path]:
     """Write a sweep's table, statistics, spec and figures (HTML, and PNG unless ``png=False``).
 
-    Figures: Fig. 5 (accuracy vs split) from the equal-steps runs, Fig. 6 (fixed time
-    budget) and Fig. 7 (loss vs time) from the equal-time runs, each when there is data.
+    Figures: Fig. 5 (accuracy vs split) and Fig. 7b (training loss vs step of the first
+    seed's runs at 0/100 and 100/0) from the equal-steps runs, Fig. 6 (fixed time budget) and
+    Fig. 7 (loss vs time) from the equal-time runs, each when there is data.
     """
     from toolkit.viz.results import accuracy_vs_split, loss_curves, save_figure, time_budget_bars
 
@@ -1037,8 +1038,12 @@ def write_outputs(result: SweepResult, folder: str | Path, *, png: bool = True) 
     written += write_table(summarize(table), folder, stem="summary")
     written.append(atomic_write_json(folder / "spec.json", result.spec.to_dict()))
     figures = {}
-    if (table["protocol"] == EQUAL_STEPS).any():
+    stepped = table[table["protocol"] == EQUAL_STEPS]
+    if not stepped.empty:
         figures["fig5_accuracy_vs_split"] = accuracy_vs_split(table)
+        extremes = stepped[stepped["split"].isin([0.0, 1.0]) & (stepped["seed"] == stepped["seed"].min())]
+        if not extremes.empty:
+            figures["fig7b_loss_vs_step"] = loss_curves(extremes, x="step")
     timed = table[table["protocol"] == EQUAL_TIME]
     if not timed.empty:
         figures["fig6_time_budget"] = time_budget_bars(table)
