@@ -22,12 +22,17 @@ The last line printed is one JSON object with every figure.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# bench/selectors.py shares its name with the standard library's ``selectors`` (imported by
+# subprocess, asyncio, torch): take this folder off the path before anything imports it.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != os.path.dirname(os.path.abspath(__file__))]
+
 import argparse
 import json
 import math
-import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,8 +47,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from toolkit.data import ImageDataset, load_dataset  # noqa: E402
-from toolkit.train import TrainConfig, train  # noqa: E402
+from toolkit.data import ImageDataset, load_dataset
+from toolkit.train import TrainConfig, train
 
 MFLOP_PER_TRAINING_IMAGE = 111.0  # forward + backward of the tutorial CNN on a 24x24x3 crop
 

@@ -68,6 +68,25 @@ def test_banded_lrn_equals_tf_lrn_and_torch_local_response_norm_including_edges(
     torch.testing.assert_close(channels_last, ours)
 
 
+def test_banded_lrn_gradient_is_exact() -> None:
+    """The hand-written backward pass: finite differences, and autograd through torch's LRN."""
+    from toolkit.models import _BandedLRNFunction
+
+    torch.manual_seed(0)
+    band = BandedLRN(16).band.double()
+    x = (torch.randn(2, 16, 4, 4, dtype=torch.float64) * 3).requires_grad_()
+    for beta in (0.75, 0.6):  # the tutorial's beta (rsqrt path) and the general pow path
+        assert torch.autograd.gradcheck(
+            lambda t, b=beta: _BandedLRNFunction.apply(t.permute(0, 2, 3, 1), band, 1.0, 0.3, b), (x,)
+        )
+    x = torch.randn(4, 64, 6, 6) * 20
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    weights = torch.randn_like(x)
+    (BandedLRN(64)(ours) * weights).sum().backward()
+    (nn.LocalResponseNorm(9, 0.001, 0.75, 1.0)(theirs) * weights).sum().backward()
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-4, atol=1e-6)
+
+
 def test_same_max_pool_pads_only_bottom_and_right_like_tensorflow() -> None:
     x = torch.arange(24 * 24, dtype=torch.float32).reshape(1, 1, 24, 24)
     out = SameMaxPool2d()(x)
