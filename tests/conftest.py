@@ -12,6 +12,7 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -113,3 +114,19 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], tuple[i
         return code, capsys.readouterr().err
 
     return run
+
+
+#: Debian's Chromium (``apt-get install -y chromium``; .ci/run installs it), for the browser tests.
+CHROMIUM = Path(os.environ.get("SAMPLESIFT_CHROMIUM", "/usr/bin/chromium"))
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args() -> dict[str, Any]:
+    """pytest-playwright's launch arguments: Debian's Chromium, headless, no network chatter.
+
+    Every browser test uses pytest-playwright's one session-wide browser: Playwright's sync API
+    keeps an event loop running for the whole session, so a second ``sync_playwright()`` fails.
+    """
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+    args += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    return {"executable_path": str(CHROMIUM), "args": args}

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CHROMIUM
 
 from toolkit.data import ImageDataset
 from toolkit.embed import Embedding
@@ -35,17 +36,6 @@ from toolkit.selection import list_selections
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "assets"
-CHROMIUM = Path(os.environ.get("SAMPLESIFT_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: A workspace holding the full CIFAR-10 decode cache and its trained autoencoder (read only).
 REFERENCE_WORKSPACE = Path(os.environ.get("SAMPLESIFT_CIFAR10_WORKSPACE", "/work/ws"))
 PAGES = {
@@ -63,12 +53,6 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}; apt-get install -y chromium"),
 ]
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args() -> dict[str, Any]:
-    """pytest-playwright's launch arguments: Debian's Chromium, headless, no network chatter."""
-    return {"executable_path": str(CHROMIUM), "args": CHROMIUM_ARGS}
 
 
 @pytest.fixture(scope="session")

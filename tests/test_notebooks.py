@@ -12,16 +12,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
+from conftest import CHROMIUM
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 EXPECTED = ["01_embeddings", "02_selectors", "03_two_phase_training", "04_export"]
 PLOTLY_JSON = "application/vnd.plotly.v1+json"
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def test_every_notebook_is_there() -> None:
@@ -90,8 +91,7 @@ def test_notebook_runs_in_smoke_mode_with_embedded_figures(path: Path, executed)
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} to open the saved HTML")
-def test_saved_html_draws_every_figure_offline(executed, tmp_path: Path) -> None:
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+def test_saved_html_draws_every_figure_offline(executed, tmp_path: Path, page: Any) -> None:
     from nbconvert import HTMLExporter
 
     pages = {}
@@ -102,20 +102,12 @@ def test_saved_html_draws_every_figure_offline(executed, tmp_path: Path) -> None
             pages[path.stem] = (tmp_path / f"{path.stem}.html", len(figure_outputs(notebook)))
             pages[path.stem][0].write_text(body, encoding="utf-8")
     assert pages
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page()
-            page.route(
-                "**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort()
-            )
-            for name, (html, expected) in pages.items():
-                page.goto(html.as_uri())
-                plots = page.locator(".js-plotly-plot .main-svg").first
-                plots.wait_for(timeout=30_000)
-                drawn = page.evaluate(
-                    "[...document.querySelectorAll('.js-plotly-plot')].filter(d => d.querySelector('.main-svg')).length"
-                )
-                assert drawn == expected, f"{name}: {drawn} of {expected} figures drawn"
-        finally:
-            browser.close()
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort())
+    for name, (html, expected) in pages.items():
+        page.goto(html.as_uri())
+        plots = page.locator(".js-plotly-plot .main-svg").first
+        plots.wait_for(timeout=30_000)
+        drawn = page.evaluate(
+            "[...document.querySelectorAll('.js-plotly-plot')].filter(d => d.querySelector('.main-svg')).length"
+        )
+        assert drawn == expected, f"{name}: {drawn} of {expected} figures drawn"

@@ -74,7 +74,7 @@ class _BandedLRNFunction(torch.autograd.Function):
         x, band, d, r = ctx.saved_tensors
         dy_r = dy * r
         g = (dy_r * x / d).reshape(-1, x.shape[-1]) @ band
-        return dy_r.sub_(x * g.view_as(x), alpha=2 * ctx.alpha * ctx.beta), None, None, None, None
+        return dy_r.addcmul_(x, g.view_as(x), value=-2 * ctx.alpha * ctx.beta), None, None, None, None
 
 
 class BandedLRN(nn.Module):
