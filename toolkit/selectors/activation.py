@@ -46,10 +46,11 @@ def topk_per_column(values: torch.Tensor, k: int, seed: int = 0) -> tuple[np.nda
     generator = torch.Generator().manual_seed(int(seed))
     shuffle = torch.randperm(n_rows, generator=generator).to(values.device)
     shuffled = values[shuffle]
-    # Columns share top rows, so the fill reaches deep: real CIFAR-10 autoencoder embeddings
-    # (k = 4,320, 216 columns, base 20) needed a depth of 200-232. torch.topk costs about the
-    # same for a depth of 29 or 400 (it scans every row), so start deep and grow fast.
-    depth = min(n_rows, 16 * (base + 1) + 64)
+    # Columns share top rows, so the fill reaches deep: on real CIFAR-10 autoencoder embeddings
+    # (k = 4,320, 216 columns, base 20) a depth of 400 was too shallow and 800 enough. A top
+    # list costs about the same at a depth of 29 or 1,344 (the scan over every row dominates),
+    # so start deep and grow fast.
+    depth = min(n_rows, 64 * (base + 1))
     while True:
         order = shuffle[ranked_rows(shuffled, depth)].cpu().numpy()  # (n_cols, depth) row indices
         picked, by = _fill_quotas(order, base, k, n_rows)
@@ -68,13 +69,18 @@ def ranked_rows(values: torch.Tensor, depth: int) -> torch.Tensor:
     n_rows, n_cols = values.shape
     if depth >= n_rows:
         return torch.sort(values, dim=0, descending=True, stable=True).indices.T
-    cutoff = torch.topk(values, depth, dim=0).values[-1]  # each column's depth-th largest value
-    above = values > cutoff
-    tied = values == cutoff
-    room = depth - above.sum(dim=0)  # tied rows that still fit, per column
-    keep = above | (tied & (torch.cumsum(tied, dim=0) <= room))
-    positions = keep.T.nonzero()[:, 1].reshape(n_cols, depth)  # ascending within each column
-    order = torch.sort(torch.gather(values.T, 1, positions), dim=1, descending=True, stable=True).indices
+    columns = values.T.contiguous()  # one row per column: every reduction below runs along memory
+    cutoff = torch.topk(columns, depth, dim=1).values[:, -1:]  # each column's depth-th largest value
+    above = columns > cutoff
+    tied = columns == cutoff
+    room = depth - above.sum(dim=1, dtype=torch.int32)  # tied rows that still fit, per column
+    keep = above | tied
+    crowded = (tied.sum(dim=1, dtype=torch.int32) > room).nonzero()[:, 0]  # more ties than room
+    if len(crowded):  # those columns keep their first tied rows only
+        first = torch.cumsum(tied[crowded].to(torch.int32), dim=1) <= room[crowded, None]
+        keep[crowded] = above[crowded] | (tied[crowded] & first)
+    positions = keep.nonzero()[:, 1].reshape(n_cols, depth)  # ascending within each column
+    order = torch.sort(torch.gather(columns, 1, positions), dim=1, descending=True, stable=True).indices
     return torch.gather(positions, 1, order)
 
 
