@@ -230,6 +230,23 @@ def part_all_selectors(x: np.ndarray, labels: np.ndarray, args: argparse.Namespa
     return {"selectors": results, "diagnostics_seconds": round(seconds, 2)}
 
 
+def _peer_figures(
+    ours: Any, theirs: list[int], ours_s: float, theirs_s: float, small_s: float, ours_value: float, theirs_value: float
+) -> dict[str, Any]:
+    """Times, their ratio, objective values and their ratio, and the Jaccard overlap of two greedy runs."""
+    mine = set(ours.tolist())
+    return {
+        "ours_greedy_s": round(ours_s, 3),
+        "apricot_fit_s": round(theirs_s, 3),
+        "apricot_small_fit_s": round(small_s, 3),
+        "time_ratio_apricot_over_ours": round(theirs_s / ours_s, 2),
+        "objective_ours": ours_value,
+        "objective_apricot": theirs_value,
+        "objective_ratio": round(ours_value / theirs_value, 5),
+        "jaccard": round(len(mine & set(theirs)) / len(mine | set(theirs)), 4),
+    }
+
+
 def part_peer(x: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -276,15 +293,8 @@ def part_peer(x: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
     ours_value = facility_location_value(graph, ours)
     theirs_value = facility_location_value(graph, theirs)
     out["facility_location"] = {
-        "ours_greedy_s": round(ours_seconds, 3),
         "ours_graph_s": round(graph_seconds, 3),
-        "apricot_fit_s": round(theirs_seconds, 3),
-        "apricot_small_fit_s": round(fl_small, 3),
-        "time_ratio_apricot_over_ours": round(theirs_seconds / ours_seconds, 2),
-        "objective_ours": ours_value,
-        "objective_apricot": theirs_value,
-        "objective_ratio": round(ours_value / theirs_value, 5),
-        "jaccard": round(len(set(ours.tolist()) & set(theirs)) / len(set(ours.tolist()) | set(theirs)), 4),
+        **_peer_figures(ours, theirs, ours_seconds, theirs_seconds, fl_small, ours_value, theirs_value),
     }
     # feature-based on our min-max features, sqrt on both sides
     features = minmax_features(sub)
@@ -302,16 +312,7 @@ def part_peer(x: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
     theirs, theirs_seconds = apricot_fb(k, dense)
     ours_value = feature_based_value(features, ours, "sqrt")
     theirs_value = feature_based_value(features, theirs, "sqrt")
-    out["feature_based"] = {
-        "ours_greedy_s": round(ours_seconds, 3),
-        "apricot_fit_s": round(theirs_seconds, 3),
-        "apricot_small_fit_s": round(fb_small, 3),
-        "time_ratio_apricot_over_ours": round(theirs_seconds / ours_seconds, 2),
-        "objective_ours": ours_value,
-        "objective_apricot": theirs_value,
-        "objective_ratio": round(ours_value / theirs_value, 5),
-        "jaccard": round(len(set(ours.tolist()) & set(theirs)) / len(set(ours.tolist()) | set(theirs)), 4),
-    }
+    out["feature_based"] = _peer_figures(ours, theirs, ours_seconds, theirs_seconds, fb_small, ours_value, theirs_value)
     for name in ("facility_location", "feature_based"):
         r = out[name]
         print(
