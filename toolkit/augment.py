@@ -15,10 +15,12 @@ that follows, so it is off by default (``brightness=0``); set 63 for fidelity.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -106,3 +108,109 @@ def to_device_images(images: np.ndarray | torch.Tensor, device: torch.device) ->
     if tensor.dtype != torch.uint8:
         raise TypeError(f"images must be uint8, got {tensor.dtype}")
     return tensor.to(device).contiguous()
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """SimCLR-style views for contrastive training (Chen et al. 2020, CIFAR settings).
+
+    Attributes:
+        size: output side of each view (smaller than the image trains faster; the encoder
+            pools globally, so it embeds full-size images all the same).
+        scale: range of the crop's share of the image area (SimCLR on CIFAR: 0.08-1;
+            small-batch reproductions use 0.2-1).
+        ratio: range of the crop's aspect ratio (width / height).
+        flip: random horizontal flips with probability 1/2.
+        jitter: brightness, contrast and saturation strength (SimCLR's colour strength 0.5
+            gives 0.4 for each).
+        jitter_p: probability of applying the colour jitter to a view.
+        gray_p: probability of turning a view grayscale.
+    """
+
+    size: int = 24
+    scale: tuple[float, float] = (0.2, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: bool = True
+    jitter: float = 0.4
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+#: ITU-R 601 luma weights, as torchvision's grayscale.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _uniform(
+    low: float, high: float, batch: int, device: torch.device, generator: torch.Generator | None
+) -> torch.Tensor:
+    return low + (high - low) * torch.rand(batch, device=device, generator=generator)
+
+
+def random_resized_views(
+    images: torch.Tensor, config: ViewConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One random view per uint8 (B, H, W, C) image: float (B, C, size, size) in [0, 1], channels last.
+
+    Crop, resize and flip are one batched ``grid_sample`` (bilinear) with a per-sample affine
+    grid, so a batch costs one kernel call however different its crops are. Colour jitter
+    (brightness, contrast, saturation as torchvision defines them, in random order per
+    batch) and grayscale follow on the batch. Hue is left out: it needs an HSV round trip per
+    pixel for little gain at 32x32 (SimCLR's ablations credit most of colour distortion's
+    effect to the other three and grayscale).
+    """
+    batch, channels = images.shape[0], images.shape[3]
+    device = images.device
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    area = _uniform(*config.scale, batch, device, generator)
+    log_ratio = _uniform(math.log(config.ratio[0]), math.log(config.ratio[1]), batch, device, generator)
+    aspect = torch.exp(log_ratio)
+    # Crop sides as fractions of the image side, clamped inside the image.
+    crop_w = torch.sqrt(area * aspect).clamp(max=1.0)
+    crop_h = torch.sqrt(area / aspect).clamp(max=1.0)
+    centre_x = (torch.rand(batch, device=device, generator=generator) * 2 - 1) * (1 - crop_w)
+    centre_y = (torch.rand(batch, device=device, generator=generator) * 2 - 1) * (1 - crop_h)
+    sign = torch.ones(batch, device=device)
+    if config.flip:
+        sign = torch.where(torch.rand(batch, device=device, generator=generator) < 0.5, -sign, sign)
+    theta = torch.zeros(batch, 2, 3, device=device)
+    theta[:, 0, 0] = crop_w * sign
+    theta[:, 0, 2] = centre_x
+    theta[:, 1, 1] = crop_h
+    theta[:, 1, 2] = centre_y
+    grid = F.affine_grid(theta, [batch, channels, config.size, config.size], align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if config.jitter and channels == 3:
+        x = _colour_jitter(x, config, generator)
+    if config.gray_p and channels == 3:
+        gray = _grayscale(x)
+        to_gray = torch.rand(batch, device=device, generator=generator) < config.gray_p
+        x = torch.where(to_gray[:, None, None, None], gray.expand_as(x), x)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _grayscale(x: torch.Tensor) -> torch.Tensor:
+    weights = torch.tensor(_LUMA, device=x.device, dtype=x.dtype)[None, :, None, None]
+    return (x * weights).sum(dim=1, keepdim=True)
+
+
+def _colour_jitter(x: torch.Tensor, config: ViewConfig, generator: torch.Generator | None) -> torch.Tensor:
+    batch, device, s = x.shape[0], x.device, config.jitter
+    apply = torch.rand(batch, device=device, generator=generator) < config.jitter_p
+    ones = torch.ones(batch, device=device)
+    factors = [torch.where(apply, _uniform(1 - s, 1 + s, batch, device, generator), ones) for _ in range(3)]
+    order = torch.randperm(3, device=device, generator=generator).tolist()
+    for which in order:
+        f = factors[which][:, None, None, None]
+        if which == 0:  # brightness: scale towards black
+            x = x * f
+        elif which == 1:  # contrast: blend with the image's mean gray level
+            mean = _grayscale(x).mean(dim=(2, 3), keepdim=True)
+            x = (x - mean) * f + mean
+        else:  # saturation: blend with the grayscale image
+            gray = _grayscale(x)
+            x = (x - gray) * f + gray
+        x = x.clamp(0.0, 1.0)
+    return x

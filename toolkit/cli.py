@@ -72,6 +72,31 @@ def _device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="autocast dtype")
 
 
+#: ``samplesift embed`` flags for encoder options: (flag, type, help). A flag maps to the option of the same
+#: name (dashes become underscores); an encoder that lacks the option refuses it, naming the ones it takes.
+ENCODER_FLAGS: tuple[tuple[str, Any, str], ...] = (
+    ("--epochs", _number, "passes over the training set (trainable encoders)"),
+    ("--time-budget", _number, "training seconds instead of --epochs (warm-up excluded)"),
+    ("--batch", _positive_int, "images per step"),
+    ("--lr", _number, "learning rate"),
+    ("--momentum", _number, "SGD momentum (autoencoder)"),
+    ("--weight-decay", _number, "L2 penalty (contrastive, proxy)"),
+    ("--temperature", _number, "NT-Xent temperature (contrastive)"),
+    ("--view-size", _positive_int, "side of the training views (contrastive)"),
+    ("--crop", _positive_int, "crop side (autoencoder; default 3/4 of the image side)"),
+    ("--components", _positive_int, "principal components kept (pixels-pca)"),
+    ("--whiten", bool, "scale components to unit variance (pixels-pca)"),
+    ("--path", str, "the embedding file: .npy, .npz, .parquet or .csv (file)"),
+    ("--match", str, "match file rows by auto, order or name (file)"),
+    ("--seed", int, "seed of every random choice"),
+    ("--device", str, "auto, cpu or cuda"),
+    ("--precision", str, "auto, fp32 or bf16"),
+    ("--log-every", _positive_int, "steps between loss records"),
+    ("--checkpoint-every", _positive_int, "steps between resumable checkpoints"),
+    ("--checkpoint-seconds", _number, "training seconds between checkpoints"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from toolkit import __version__
 
@@ -82,25 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"samplesift {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    embed = commands.add_parser("embed", help="train the autoencoder and embed every training sample")
+    embed = commands.add_parser(
+        "embed", help="make an embedding of every training (and test) image with an encoder (see `samplesift encoders`)"
+    )
     _common(embed)
-    _device(embed)
-    embed.add_argument("--epochs", type=_positive_int, default=5, help="passes over the training set (default 5)")
-    embed.add_argument("--batch", type=_positive_int, default=256, help="batch size (default 256)")
-    embed.add_argument("--lr", type=_number, default=0.1, help="learning rate (default 0.1, the paper's)")
-    embed.add_argument("--momentum", type=_number, default=0.9, help="SGD momentum (default 0.9)")
-    embed.add_argument("--seed", type=int, default=0)
-    embed.add_argument("--crop", type=_positive_int, help="crop side (default: 3/4 of the image side, 24 for 32x32)")
-    embed.add_argument("--name", default="default", help="autoencoder name (default 'default')")
-    embed.add_argument("--resume", action="store_true", help="continue an interrupted embed with the same settings")
-    embed.add_argument(
-        "--log-every", type=_positive_int, default=20, help="steps between progress records (default 20)"
-    )
-    embed.add_argument("--checkpoint-every", type=_positive_int, help="steps between resumable checkpoints")
-    embed.add_argument(
-        "--checkpoint-seconds", type=_number, default=60.0, help="seconds between resumable checkpoints (default 60)"
-    )
+    embed.add_argument("--encoder", default="autoencoder", help="encoder name (default autoencoder, the paper's)")
+    embed.add_argument("--name", help="embedding name (default: the encoder's name); an existing one is replaced")
+    embed.add_argument("--resume", metavar="RUN", help="continue an interrupted embedding run (id or folder)")
     embed.add_argument("--quiet", action="store_true", help="no progress bar")
+    options = embed.add_argument_group("encoder options (each encoder takes some; `samplesift encoders` lists them)")
+    for flag, kind, text in ENCODER_FLAGS:
+        if kind is bool:
+            options.add_argument(flag, action="store_true", default=None, help=text)
+        else:
+            options.add_argument(flag, type=kind, default=None, help=text)
+
+    commands.add_parser("encoders", help="list the encoders and their options")
+
+    embeddings = commands.add_parser("embeddings", help="list a data set's embeddings with their quality figures")
+    _common(embeddings)
+    embeddings.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
     select = commands.add_parser("select", help="select a subset of the training set and save its manifest")
     _common(select)
@@ -112,14 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--seed", type=int, default=0)
     select.add_argument("--name", help="manifest name (default <method>-k<K>-seed<S>)")
     select.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="selector parameter")
-    select.add_argument("--autoencoder", default="default", help="which autoencoder's embedding to use")
+    select.add_argument("--embedding", help="which embedding to select on (default: the newest)")
 
     commands.add_parser("methods", help="list the selection methods")
 
     compare = commands.add_parser("compare", help="compare saved selections: coverage diagnostics and overlaps")
     _common(compare)
     compare.add_argument("selections", nargs="+", metavar="SELECTION", help="selection names or manifest paths")
-    compare.add_argument("--autoencoder", help="embedding to measure on (default: the selections' own)")
+    compare.add_argument("--embedding", help="embedding to measure on (default: the first selection's own)")
     compare.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
     train = commands.add_parser("train", help="train the classifier: subset first, then the full set")
@@ -160,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     project.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="n_neighbors or min_dist (umap)"
     )
-    project.add_argument("--autoencoder", default="default", help="which autoencoder's embedding to map")
+    project.add_argument("--embedding", help="which embedding to map (default: the newest)")
 
     export = commands.add_parser("export", help="write a selection as CSV, a JSON manifest, an .npz or an image folder")
     _common(export)
@@ -211,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--ray-address", help="ray: the cluster to join (default: start a local one)")
     sweep.add_argument("--cpus-per-run", type=_number, default=1.0, help="ray: CPUs per run (default 1)")
     sweep.add_argument("--gpus-per-run", type=_number, default=0.0, help="ray: GPUs per run, fractions allowed")
-    sweep.add_argument("--autoencoder", help="whose embedding the selectors use (default 'default')")
+    sweep.add_argument("--embedding", help="the embedding the selectors use (default: the newest)")
     sweep.add_argument("--out", required=True, help="folder for results.csv/.parquet, summary and figures")
     sweep.add_argument("--no-png", action="store_true", help="write figures as HTML only")
     sweep.add_argument("--dry-run", action="store_true", help="print the plan and stop")
@@ -221,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("--indices", help="comma-separated sample indices (default: random)")
     recon.add_argument("--count", type=_positive_int, default=6, help="random samples when --indices is not given")
     recon.add_argument("--seed", type=int, default=0)
-    recon.add_argument("--autoencoder", default="default")
+    recon.add_argument("--embedding", help="an autoencoder embedding (default: the newest one)")
     recon.add_argument("--out", required=True, help="PNG file to write")
     return parser
 
@@ -251,33 +277,65 @@ def _load(args: argparse.Namespace) -> ImageDataset:
     )
 
 
-def cmd_embed(args: argparse.Namespace) -> int:
-    from toolkit.embed import AutoencoderConfig, train_autoencoder
+def _encoder_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The encoder options given on the command line (flags left out are the encoder's defaults)."""
+    options = {}
+    for flag, _, _ in ENCODER_FLAGS:
+        key = flag.removeprefix("--").replace("-", "_")
+        value = getattr(args, key)
+        if value is not None:
+            options["checkpoint_every_s" if key == "checkpoint_seconds" else key] = value
+    if options.get("time_budget") is not None and "epochs" not in options:
+        options["epochs"] = None  # a time budget replaces the default number of epochs
+    return options
 
-    config = AutoencoderConfig(
-        epochs=args.epochs,
-        batch=args.batch,
-        lr=args.lr,
-        momentum=args.momentum,
-        seed=args.seed,
-        crop=args.crop,
-        device=args.device,
-        precision=args.precision,
-        log_every=args.log_every,
-        checkpoint_every=args.checkpoint_every,
-        checkpoint_every_s=args.checkpoint_seconds,
-    )
-    config.validate()
-    dataset = _load(args)
-    embedding = train_autoencoder(
-        dataset, config, workspace=args.workspace, name=args.name, resume=args.resume, progress=not args.quiet
-    )
-    m = embedding.manifest
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from toolkit.encoders import get_encoder, resume_embedding
+
+    if args.resume:
+        embedding = resume_embedding(args.resume, workspace=args.workspace, progress=not args.quiet)
+    else:
+        encoder = get_encoder(args.encoder, **_encoder_options(args))
+        dataset = _load(args)
+        embedding = encoder.embed(dataset, workspace=args.workspace, name=args.name, progress=not args.quiet)
+    m, q = embedding.manifest, embedding.quality
+    trained = f", trained {m['train_time_s']:.1f} s" if m.get("train_time_s") else ""
     print(
-        f"autoencoder {m['name']!r} of {dataset.key}: {m['steps']} steps, final loss {m['final_loss']:.4f}, "
-        f"{m['images_per_s']:.0f} images/s on {m['device_name']}; "
-        f"embedding {embedding.vectors.shape[0]} x {embedding.dim} -> {embedding.path}"
+        f"embedding {embedding.name!r} ({embedding.encoder}): {embedding.vectors.shape[0]} x {embedding.dim}{trained}; "
+        f"k-NN accuracy {100 * q['knn_accuracy']:.2f}%, linear probe {100 * q['linear_probe_accuracy']:.2f}% "
+        f"({q['protocol']}) -> {embedding.path}"
     )
+    return 0
+
+
+def cmd_encoders(args: argparse.Namespace) -> int:
+    from toolkit.encoders import ENCODERS
+
+    for name, cls in ENCODERS.items():
+        options = ", ".join(f"{k}={v!r}" for k, v in cls.defaults().items())
+        print(f"{name:12s} {cls.summary}\n{'':12s} options: {options}")
+    return 0
+
+
+def cmd_embeddings(args: argparse.Namespace) -> int:
+    from toolkit.embedding import embedding_table
+
+    dataset = _load(args)
+    table = embedding_table(dataset, workspace=args.workspace)
+    if args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    elif args.format == "json":
+        print(table.to_json(orient="records", indent=2))
+    elif table.empty:
+        print(f"data set {dataset.key} has no embedding yet; make one with `samplesift embed --encoder NAME`")
+    else:
+        shown = table.copy()
+        for column in ("knn_accuracy", "linear_probe_accuracy"):
+            shown[column] = shown[column].map(lambda v: "" if v is None or v != v else f"{100 * v:.2f}%")
+        for column in ("train_time_s", "embed_time_s"):
+            shown[column] = shown[column].map(lambda v: "" if v is None or v != v else f"{v:.1f}")
+        print(shown.to_string(index=False))
     return 0
 
 
@@ -295,7 +353,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         name=args.name,
         params=_params(args.param),
         workspace=args.workspace,
-        autoencoder=args.autoencoder,
+        embedding=args.embedding,
     )
     from toolkit.diagnostics import describe
 
@@ -316,7 +374,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from toolkit.selection import compare_selections
 
     dataset = _load(args)
-    comparison = compare_selections(dataset, args.selections, workspace=args.workspace, autoencoder=args.autoencoder)
+    comparison = compare_selections(dataset, args.selections, workspace=args.workspace, embedding=args.embedding)
     if args.format == "csv":
         print(comparison.table.to_csv(index_label="selection"), end="")
     elif args.format == "json":
@@ -327,7 +385,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         }
         print(json.dumps(payload, indent=2))
     else:
-        print(f"diagnostics on the embedding of autoencoder {comparison.embedding['autoencoder']!r}:")
+        print(f"diagnostics on embedding {comparison.embedding['name']!r} ({comparison.embedding['encoder']}):")
         print(comparison.table.to_string(float_format=lambda v: f"{v:.4g}"))
         print("\nJaccard overlap:")
         print(comparison.overlap.to_string(float_format=lambda v: f"{v:.3f}"))
@@ -411,11 +469,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_project(args: argparse.Namespace) -> int:
-    from toolkit.embed import load_embedding
+    from toolkit.embedding import load_embedding
     from toolkit.projection import load_or_compute_projection
 
     dataset = _load(args)
-    embedding = load_embedding(dataset, workspace=args.workspace, name=args.autoencoder)
+    embedding = load_embedding(dataset, workspace=args.workspace, name=args.embedding)
     projection = load_or_compute_projection(
         embedding, args.method, seed=args.seed, params=_params(args.param), workspace=args.workspace
     )
@@ -468,7 +526,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         name=args.name,
         data=args.data,
         max_per_class=args.max_per_class,
-        autoencoder=args.autoencoder,
+        embedding=args.embedding,
         grid={
             "selectors": args.selectors,
             "sizes": args.sizes,
@@ -515,11 +573,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from toolkit.embed import load_embedding, reconstruct
+    from toolkit.embedding import latest_of, load_embedding
+    from toolkit.encoders.autoencoder import reconstruct
     from toolkit.viz.images import figure4_image, save_png
 
     dataset = _load(args)
-    embedding = load_embedding(dataset, workspace=args.workspace, name=args.autoencoder)
+    name = args.embedding or latest_of(dataset, "autoencoder", workspace=args.workspace)
+    embedding = load_embedding(dataset, workspace=args.workspace, name=name)
     if args.indices:
         try:
             indices = [int(i) for i in args.indices.split(",") if i.strip()]
@@ -536,6 +596,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "embed": cmd_embed,
+    "encoders": cmd_encoders,
+    "embeddings": cmd_embeddings,
     "select": cmd_select,
     "methods": cmd_methods,
     "compare": cmd_compare,

@@ -56,6 +56,7 @@ import pandas as pd
 
 from toolkit.artifacts import atomic_write_bytes, atomic_write_json, fingerprint_bytes, pid_alive, to_jsonable
 from toolkit.data import ImageDataset, load_dataset
+from toolkit.embedding import load_embedding
 from toolkit.errors import SampleSiftError, require
 from toolkit.runs import Run, RunStore
 from toolkit.selection import Selection, default_name, load_selection, make_selection
@@ -184,7 +185,7 @@ class SweepSpec:
         grids: the cross products to run (their runs are pooled and de-duplicated).
         train: the base training config; each run sets its own split, steps or time budget
             and seed on a copy of it.
-        autoencoder: whose embedding the embedding-based selectors use.
+        embedding: the embedding the embedding-based selectors use (``None``: the newest).
     """
 
     name: str = "sweep"
@@ -192,7 +193,7 @@ class SweepSpec:
     max_per_class: int | None = None
     grids: tuple[Grid, ...] = (Grid(steps=(200,)),)
     train: TrainConfig = field(default_factory=TrainConfig)
-    autoencoder: str = "default"
+    embedding: str | None = None
 
     def validate(self) -> None:
         require(bool(self.grids), "a sweep needs at least one grid")
@@ -297,7 +298,7 @@ def build_sweep(
     name: str | None = None,
     data: str = "digits",
     max_per_class: int | None = None,
-    autoencoder: str | None = None,
+    embedding: str | None = None,
     grid: dict[str, Any] | None = None,
     train: dict[str, Any] | None = None,
 ) -> SweepSpec:
@@ -324,8 +325,8 @@ def build_sweep(
         )
         spec = SweepSpec(data=data, grids=(Grid(name="grid", **grid_values),)).with_overrides(None, train)
     spec = replace(spec, name=name or spec.name, max_per_class=max_per_class)
-    if autoencoder is not None:
-        spec = replace(spec, autoencoder=autoencoder)
+    if embedding is not None:
+        spec = replace(spec, embedding=embedding)
     spec.validate()
     return spec
 
@@ -483,7 +484,7 @@ class RunPlan:
             name=planned.selection_name,
             params=dict(planned.params),
             workspace=self.workspace,
-            autoencoder=self.spec.autoencoder,
+            embedding=self.spec.embedding,
         )
 
 
@@ -494,9 +495,7 @@ def _run_name(sweep: str, planned: PlannedRun) -> str:
 
 
 def _embedding_fingerprint(spec: SweepSpec, dataset: ImageDataset, ws: Workspace) -> str:
-    from toolkit.embed import load_embedding
-
-    return load_embedding(dataset, workspace=ws, name=spec.autoencoder).fingerprint
+    return load_embedding(dataset, workspace=ws, name=spec.embedding).fingerprint
 
 
 def plan_sweep(

@@ -1,20 +1,19 @@
 """Background work as separate processes, with all state in files.
 
-Long work (training the autoencoder, a UMAP of 50,000 points, classifier runs) never runs
-inside the app's script thread. It runs as the toolkit's own commands in separate processes,
-so the app stays responsive and a terminal user gets exactly the same results:
+Long work (making an embedding, a UMAP of 50,000 points, classifier runs) never runs inside
+the app's script thread. It runs as the toolkit's own commands in separate processes, so the
+app stays responsive and a terminal user gets exactly the same results:
 
-``embed``
-    ``python -m toolkit embed ...``: trains the autoencoder; its progress (step, loss,
-    images/s, time left) is the ``progress.json`` read by :func:`toolkit.embed.training_progress`.
 ``project``
     ``python -m toolkit project ...``: computes and caches a map (see :mod:`toolkit.projection`).
 ``train``
-    a worker that starts queued runs one after another with ``python -m toolkit train
-    --resume RUN``. Runs are recorded first with :func:`toolkit.train.prepare` (state
-    ``queued``); their progress is the run store's ``status.json`` and ``metrics.jsonl``.
-    Workers of one workspace take turns through a lock file, so runs never compete for the
-    CPU or GPU and execute in the order they were queued.
+    a worker that starts queued runs one after another: ``python -m toolkit train --resume
+    RUN`` for classifier runs, ``python -m toolkit embed --resume RUN`` for embedding runs
+    (every encoder, trained or not). Runs are recorded first (state ``queued``) with
+    :func:`toolkit.train.prepare` or :meth:`toolkit.encoders.Encoder.prepare`; the progress
+    of both kinds is the run store's ``status.json`` and ``metrics.jsonl``, read by one
+    reader (:func:`run_progress`). Workers of one workspace take turns through a lock file,
+    so runs never compete for the CPU or GPU and execute in the order they were queued.
 
 Every job is one wrapper process (``python -m toolkit.jobs JOB_FILE``) started in its own
 session, so it outlives the app (a browser refresh or an app restart loses nothing). It is
@@ -48,12 +47,12 @@ from toolkit.workspace import Workspace, as_workspace
 
 if TYPE_CHECKING:  # runtime imports are local: the wrapper process should not load torch to start
     from toolkit.data import ImageDataset
-    from toolkit.embed import AutoencoderConfig
+    from toolkit.encoders import Encoder
     from toolkit.runs import Run
     from toolkit.selection import Selection
     from toolkit.train import TrainConfig
 
-JOB_KINDS = ("embed", "project", "train")
+JOB_KINDS = ("project", "train")
 #: States of a job. ``lost``: its process is gone without recording an end (killed hard).
 JOB_STATES = ("running", "finished", "failed", "cancelled", "lost")
 CANCELLED_BEFORE_START = "cancelled before it started"
@@ -186,11 +185,11 @@ def start_job(
     """Record a job and start its wrapper process in a new session.
 
     Args:
-        kind: ``embed``, ``project`` or ``train``.
-        command: for ``embed``/``project``, the toolkit CLI arguments after ``python -m
-            toolkit``; for ``train``, the run ids to start in order.
+        kind: ``project`` or ``train``.
+        command: for ``project``, the toolkit CLI arguments after ``python -m toolkit``;
+            for ``train``, the run ids to start in order.
         workspace: the workspace the job works in (its record goes to ``<ws>/jobs``).
-        targets: what the job works on (data set key, autoencoder name, run ids), for
+        targets: what the job works on (data set key, embedding name, run ids), for
             finding it again.
         label: a short description for listings.
     """
@@ -267,98 +266,55 @@ def data_arguments(dataset: ImageDataset) -> list[str]:
     return args
 
 
-# --------------------------------------------------------------------------- autoencoder
+# --------------------------------------------------------------------------- embeddings
 
 
-def start_embed(
+def start_embedding(
     dataset: ImageDataset,
-    config: AutoencoderConfig,
+    encoder: Encoder,
     *,
     workspace: Workspace | str | Path | None = None,
-    name: str = "default",
-    resume: bool = False,
-) -> Job:
-    """Train the autoencoder of ``dataset`` in the background (``samplesift embed``)."""
-    config.validate()
+    name: str | None = None,
+) -> tuple[Run, Job]:
+    """Record an embedding run (queued) and start a worker for it: any encoder, trained or not."""
     ws = as_workspace(workspace)
-    running = find_embed_job(dataset, workspace=ws, name=name)
+    name = name or encoder.name
+    running = find_embedding_run(dataset, name, workspace=ws)
     require(
-        running is None or not running.alive(),
-        f"autoencoder {name!r} of {dataset.key} is already being trained (job {running.id if running else ''}); "
+        running is None or running.status().get("state") not in ("queued", "running"),
+        f"embedding {name!r} of {dataset.key} is already being made (run {running.id if running else ''}); "
         "wait for it or cancel it",
     )
-    command = [
-        "embed",
-        *data_arguments(dataset),
-        "--workspace",
-        str(ws.root),
-        "--epochs",
-        str(config.epochs),
-        "--batch",
-        str(config.batch),
-        "--lr",
-        str(config.lr),
-        "--momentum",
-        str(config.momentum),
-        "--seed",
-        str(config.seed),
-        "--device",
-        config.device,
-        "--precision",
-        config.precision,
-        "--log-every",
-        str(config.log_every),
-        "--checkpoint-seconds",
-        str(config.checkpoint_every_s),
-        "--name",
-        name,
-        "--quiet",
+    run = encoder.prepare(dataset, workspace=ws, name=name)
+    return run, start_worker([run.id], workspace=ws)
+
+
+def embedding_runs(dataset: ImageDataset, *, workspace: Workspace | str | Path | None = None) -> list[Run]:
+    """The runs that make (or made) embeddings of ``dataset``, oldest first."""
+    from toolkit.runs import RunStore
+
+    found = []
+    for run in RunStore(workspace):  # run ids start with their creation time: in creation order
+        with contextlib.suppress(SampleSiftError):
+            config = run.config
+            if config.get("kind") == "embed" and (config.get("dataset") or {}).get("key") == dataset.key:
+                found.append(run)
+    return found
+
+
+def find_embedding_run(
+    dataset: ImageDataset, name: str | None, *, workspace: Workspace | str | Path | None = None
+) -> Run | None:
+    """The latest run that makes (or made) embedding ``name`` (any name: ``None``) of ``dataset``."""
+    runs = [
+        r for r in embedding_runs(dataset, workspace=workspace) if name is None or r.config.get("embedding") == name
     ]
-    if config.crop:
-        command += ["--crop", str(config.crop)]
-    if config.checkpoint_every:
-        command += ["--checkpoint-every", str(config.checkpoint_every)]
-    if resume:
-        command.append("--resume")
-    return start_job(
-        "embed",
-        command,
-        workspace=ws,
-        targets={"dataset": dataset.key, "autoencoder": name},
-        label=f"autoencoder {name} of {dataset.key}",
-    )
+    return runs[-1] if runs else None
 
 
-def find_embed_job(
-    dataset: ImageDataset, *, workspace: Workspace | str | Path | None = None, name: str = "default"
-) -> Job | None:
-    """The latest embed job of this data set and autoencoder name, if any."""
-    for job in list_jobs(workspace, kind="embed"):
-        targets = job.record.get("targets", {})
-        if targets.get("dataset") == dataset.key and targets.get("autoencoder") == name:
-            return job
-    return None
-
-
-def embed_status(
-    dataset: ImageDataset, *, workspace: Workspace | str | Path | None = None, name: str = "default"
-) -> dict[str, Any]:
-    """Where training the autoencoder stands: the job's state plus its progress record.
-
-    Returns a dict with ``state`` (``none`` when never started here, else the job state),
-    ``job`` (the :class:`Job` or ``None``) and, while training, the fields of
-    :func:`toolkit.embed.training_progress` (``step``, ``total_steps``, ``loss``,
-    ``images_per_s``, ``eta_s``, ``state`` of the trainer as ``phase``).
-    """
-    from toolkit.embed import training_progress
-
-    job = find_embed_job(dataset, workspace=workspace, name=name)
-    progress = training_progress(dataset, workspace=workspace, name=name) or {}
-    status: dict[str, Any] = {k: v for k, v in progress.items() if k != "state"}
-    status["phase"] = progress.get("state")
-    status["job"] = job
-    status["state"] = "none" if job is None else job.state()
-    return status
+def active_embedding_runs(dataset: ImageDataset, *, workspace: Workspace | str | Path | None = None) -> list[Run]:
+    """Embedding runs of ``dataset`` that are queued or running."""
+    return [r for r in embedding_runs(dataset, workspace=workspace) if r.status().get("state") in ("queued", "running")]
 
 
 # --------------------------------------------------------------------------- projections
@@ -371,22 +327,22 @@ def start_projection(
     seed: int = 0,
     params: dict[str, Any] | None = None,
     workspace: Workspace | str | Path | None = None,
-    autoencoder: str = "default",
+    embedding: str,
 ) -> Job:
-    """Compute (and cache) a map of the data set's embedding in the background."""
+    """Compute (and cache) a map of the data set's embedding ``embedding`` in the background."""
     from toolkit.projection import _resolve_params
 
     resolved = _resolve_params(method, params)
     ws = as_workspace(workspace)
     command = ["project", *data_arguments(dataset), "--workspace", str(ws.root), "--method", method]
-    command += ["--seed", str(seed), "--autoencoder", autoencoder]
+    command += ["--seed", str(seed), "--embedding", embedding]
     for key, value in resolved.items():
         command += ["--param", f"{key}={value}"]
     return start_job(
         "project",
         command,
         workspace=ws,
-        targets={"dataset": dataset.key, "autoencoder": autoencoder, "method": method, "seed": seed, **resolved},
+        targets={"dataset": dataset.key, "embedding": embedding, "method": method, "seed": seed, **resolved},
         label=f"{method} map of {dataset.key}",
     )
 
@@ -397,14 +353,14 @@ def find_projection_job(
     *,
     seed: int = 0,
     workspace: Workspace | str | Path | None = None,
-    autoencoder: str = "default",
+    embedding: str,
 ) -> Job | None:
     """The latest projection job for these settings, if any."""
     for job in list_jobs(workspace, kind="project"):
         t = job.record.get("targets", {})
-        if (t.get("dataset"), t.get("autoencoder"), t.get("method"), t.get("seed")) == (
+        if (t.get("dataset"), t.get("embedding"), t.get("method"), t.get("seed")) == (
             dataset.key,
-            autoencoder,
+            embedding,
             method,
             seed,
         ):
@@ -416,7 +372,7 @@ def find_projection_job(
 
 
 def start_worker(run_ids: Sequence[str], *, workspace: Workspace | str | Path | None = None) -> Job:
-    """Start a worker that trains the given queued runs one after another."""
+    """Start a worker that executes the given queued runs (classifier or embedding) one after another."""
     from toolkit.runs import RunStore
 
     require(len(run_ids) > 0, "no runs to start")
@@ -429,7 +385,7 @@ def start_worker(run_ids: Sequence[str], *, workspace: Workspace | str | Path | 
         list(run_ids),
         workspace=ws,
         targets={"runs": list(run_ids)},
-        label=f"{len(run_ids)} training run(s)",
+        label=f"{len(run_ids)} run(s)",
     )
 
 
@@ -509,6 +465,8 @@ class RunProgress:
 
     Attributes:
         state: the run's status (queued, running, finished, failed, interrupted).
+        stage: what a running run does now: ``training``, or for embedding runs
+            ``embedding`` and ``measuring`` (quality figures) after training.
         step: optimizer steps logged so far.
         fraction: share of the run done (steps, or seconds of a time budget), 0..1.
         loss: the latest training loss.
@@ -519,6 +477,7 @@ class RunProgress:
     """
 
     state: str
+    stage: str
     step: int
     fraction: float
     loss: float | None
@@ -531,19 +490,22 @@ class RunProgress:
 def run_progress(run: Run) -> RunProgress:
     """The progress of a run from its status, config and metrics files."""
     status = run.status()
-    train = run.config.get("train", {})
+    # Classifier runs record their schedule under "train", embedding runs under "loop" (None
+    # for encoders that do not train).
+    schedule = run.config.get("loop") or run.config.get("train") or {}
     records = run.records()
     logs = [r for r in records if r.get("kind") == "train"]
     evals = [r for r in records if r.get("kind") == "eval"]
+    stages = [r for r in records if r.get("kind") == "stage"]
     last = logs[-1] if logs else {}
     step = int(last.get("step", 0))
     wall = float(last.get("wall_time_s", 0.0))
-    if train.get("steps"):
-        total = float(train["steps"])
+    if schedule.get("steps"):
+        total = float(schedule["steps"])
         fraction = step / total
         eta = (total - step) * wall / step if step else None
     else:
-        total = float(train.get("time_budget") or 1.0)
+        total = float(schedule.get("time_budget") or 1.0)
         fraction = wall / total
         eta = max(total - wall, 0.0) if logs else None
     state = str(status.get("state"))
@@ -551,6 +513,7 @@ def run_progress(run: Run) -> RunProgress:
         fraction, eta = 1.0, 0.0
     return RunProgress(
         state=state,
+        stage=str(stages[-1]["stage"]) if stages else "training",
         step=step,
         fraction=min(max(fraction, 0.0), 1.0),
         loss=last.get("loss"),
@@ -612,7 +575,8 @@ class _Wrapper:
                     print(f"samplesift worker: skipping run {run_id} ({run.status().get('state')})", flush=True)
                     continue
                 print(f"samplesift worker: starting run {run_id}", flush=True)
-                self.toolkit(["train", "--resume", run_id, "--workspace", str(self.workspace.root), "--quiet"])
+                command = "embed" if run.config.get("kind") == "embed" else "train"
+                self.toolkit([command, "--resume", run_id, "--workspace", str(self.workspace.root), "--quiet"])
                 failures += run.status().get("state") == "failed"
         return 130 if self.cancelled else (1 if failures else 0)
 

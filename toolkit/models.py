@@ -162,12 +162,15 @@ class Classifier(nn.Module):
         """The parameters that take weight decay: local3's and local4's weight matrices."""
         return [self.local3.weight, self.local4.weight]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate layer (local4's 192 activations): the ``proxy`` encoder's embedding."""
         x = self.norm1(self.pool1(F.relu(self.conv1(x))))
         x = self.pool2(self.norm2(F.relu(self.conv2(x))))
         x = F.relu(self.local3(torch.flatten(x, 1)))
-        x = F.relu(self.local4(x))
-        return self.logits(x)
+        return F.relu(self.local4(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.features(x))
 
 
 def embedding_channels_for(crop: int, embedding_dim: int = EMBEDDING_DIM) -> int:
@@ -252,3 +255,77 @@ class Autoencoder(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class ConvEncoder(nn.Module):
+    """A small VGG-style trunk for self-supervised (contrastive) training on a CPU.
+
+    Four conv3x3 + batch-norm + ReLU stages of ``widths`` channels; stages 2-4 end in a 2x2
+    max-pool (32 -> 16 -> 8 -> 4 on CIFAR-10). The embedding is the global average of the
+    last two stages' feature maps, concatenated (128 + 256 = 384 values by default):
+    pooling makes it independent of the input size, so the encoder trains on small views
+    and embeds whole images. About 19 M multiply-adds per 24x24 view, some 30x less than a
+    CIFAR ResNet-18, which is what makes tens of epochs fit in half an hour on two cores.
+    The projection head (Linear-BN-ReLU-Linear, SimCLR's) is used for the loss only.
+
+    Args:
+        in_channels: image channels.
+        widths: channels of the four stages.
+        projection_dim: output size of the projection head.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        widths: tuple[int, int, int, int] = (32, 64, 128, 256),
+        projection_dim: int = 128,
+        pooled_stages: tuple[int, ...] = (0, 1, 2),
+    ) -> None:
+        super().__init__()
+        self.config = {
+            "in_channels": in_channels,
+            "widths": list(widths),
+            "projection_dim": projection_dim,
+            "pooled_stages": list(pooled_stages),
+        }
+        layers: list[nn.Module] = []
+        channels = in_channels
+        self.stages = nn.ModuleList()
+        for index, width in enumerate(widths):
+            layers = [
+                nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            if index in pooled_stages:
+                layers.append(nn.MaxPool2d(2))
+            self.stages.append(nn.Sequential(*layers))
+            channels = width
+        hidden = widths[-1]
+        self.head = nn.Sequential(
+            nn.Linear(widths[-1], hidden, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, projection_dim),
+        )
+
+    @property
+    def embedding_dim(self) -> int:
+        widths = self.config["widths"]
+        return int(widths[-2] + widths[-1])
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Globally pooled outputs of the last two stages."""
+        for stage in self.stages[:-1]:
+            x = stage(x)
+        penultimate = x.mean(dim=(2, 3))
+        last = self.stages[-1](x).mean(dim=(2, 3))
+        return penultimate, last
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding: both pooled stages, concatenated (no projection head)."""
+        return torch.cat(self.features(x), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The projection the contrastive loss compares."""
+        return self.head(self.features(x)[1])

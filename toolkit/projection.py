@@ -1,7 +1,7 @@
 """2-d maps of an embedding (UMAP, PCA), cached on disk, and picking points on them.
 
 ``project`` turns N x d embeddings into N x 2 coordinates. ``load_or_compute_projection``
-does the same for a trained :class:`~toolkit.embed.Embedding` and caches the result in the
+does the same for a trained :class:`~toolkit.embedding.Embedding` and caches the result in the
 workspace::
 
     <workspace>/datasets/<key>/projections/<method>-<cache key>.npy   N x 2 float32
@@ -10,7 +10,7 @@ workspace::
                                                                       compute time, versions
 
 The cache key is a hash of the embedding's fingerprint, the method, its parameters and the
-seed, so a retrained autoencoder or other parameters never reuse a stale map, and the app, the
+seed, so a remade embedding or other parameters never reuse a stale map, and the app, the
 CLI (``samplesift project``) and notebooks share every map computed once.
 
 Maps of 50,000 points are too heavy for a browser scatter plot (it freezes at about 30,000);
@@ -37,7 +37,7 @@ from toolkit.selectors.base import class_quotas
 from toolkit.workspace import Workspace, as_workspace
 
 if TYPE_CHECKING:
-    from toolkit.embed import Embedding
+    from toolkit.embedding import Embedding
 
 #: Projection methods and their default parameters.
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
@@ -213,7 +213,7 @@ def load_or_compute_projection(
             "params": resolved,
             "seed": int(seed),
             "embedding_fingerprint": embedding.fingerprint,
-            "autoencoder": embedding.manifest.get("name"),
+            "embedding": embedding.manifest.get("name"),
             "dataset": embedding.manifest["dataset"]["key"],
             "num_points": int(coords.shape[0]),
             "compute_time_s": elapsed,

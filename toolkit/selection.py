@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,12 +23,10 @@ import pandas as pd
 from toolkit.artifacts import atomic_write_json, fingerprint_arrays, read_json, safe_name, versions
 from toolkit.data import ImageDataset
 from toolkit.diagnostics import SelectionDiagnostics, class_entropy, jaccard_matrix
+from toolkit.embedding import Embedding, current_fingerprint, list_embeddings, load_embedding
 from toolkit.errors import SampleSiftError, require
 from toolkit.selectors import SelectionResult, get_selector
 from toolkit.workspace import Workspace, as_workspace
-
-if TYPE_CHECKING:
-    from toolkit.embed import Embedding
 
 MANIFEST_FORMAT = "samplesift.selection/1"
 
@@ -115,6 +113,7 @@ class Selection:
         return (
             f"`samplesift select --data {dataset.spec}"
             + (f" --max-per-class {dataset.max_per_class}" if dataset.max_per_class else "")
+            + (f" --embedding {self.manifest['embedding']['name']}" if self.manifest.get("embedding") else "")
             + f" --method {self.method} --size {self.size}"
             + (" --balanced" if self.manifest.get("balanced") and self.method != "random-balanced" else "")
             + f" --seed {self.manifest.get('seed', 0)} --name {self.name}`"
@@ -142,26 +141,22 @@ class Selection:
         )
 
     def check_embedding_current(self, dataset: ImageDataset, workspace: Workspace | str | Path | None = None) -> None:
-        """Refuse a selection whose autoencoder has been retrained since it was made.
+        """Refuse a selection whose embedding has been remade since it was made.
 
-        The selection records the fingerprint of the embedding it was computed from. When
-        the autoencoder of that name in the workspace now has another embedding, the
-        selection is stale. (When that autoencoder is gone, the indices still stand on
+        The selection records the name and fingerprint of the embedding it was computed
+        from. When the embedding of that name in the workspace now has another fingerprint,
+        the selection is stale. (When that embedding is gone, the indices still stand on
         their own and the selection is accepted.)
         """
         embedding = self.manifest.get("embedding")
         if not embedding:
             return
-        manifest_path = as_workspace(workspace).autoencoder_dir(dataset.key, embedding["autoencoder"]) / "manifest.json"
-        if not manifest_path.exists():
-            return
-        current = read_json(manifest_path, "autoencoder manifest").get("embedding_fingerprint")
-        if current != embedding["fingerprint"]:
+        current = current_fingerprint(dataset, str(embedding["name"]), as_workspace(workspace))
+        if current is not None and current != embedding["fingerprint"]:
             raise SampleSiftError(
-                f"selection {self.name!r} was made from an earlier embedding of autoencoder "
-                f"{embedding['autoencoder']!r} (fingerprint {str(embedding['fingerprint'])[:10]}), which has "
-                f"since been retrained (now {str(current)[:10]}); remake the selection with "
-                f"{self._remake_hint(dataset)}"
+                f"selection {self.name!r} was made on an earlier version of embedding {embedding['name']!r} "
+                f"(fingerprint {str(embedding['fingerprint'])[:10]}), which has since been remade "
+                f"(now {str(current)[:10]}); remake the selection with {self._remake_hint(dataset)}"
             )
 
     def save(self, path: str | Path) -> Path:
@@ -252,7 +247,7 @@ def make_selection(
     name: str | None = None,
     params: dict[str, Any] | None = None,
     workspace: Workspace | str | Path | None = None,
-    autoencoder: str = "default",
+    embedding: str | None = None,
     save: bool = True,
     diagnostics: bool = True,
 ) -> Selection:
@@ -267,26 +262,30 @@ def make_selection(
         name: manifest name (default ``<method>-k<size>-seed<seed>``).
         params: selector parameters.
         workspace: where the embedding is read and the manifest written.
-        autoencoder: which trained autoencoder's embedding to use.
+        embedding: the name of the embedding to select on (default: the newest).
         save: write the manifest into the workspace.
         diagnostics: record coverage diagnostics (:mod:`toolkit.diagnostics`) in the
-            manifest, measured on the autoencoder's embedding when there is one (also for
-            rules that do not use it, such as random); without one, only the class
-            histogram and entropy.
+            manifest, measured on the embedding when there is one (also for rules that do
+            not use it, such as random); without one, only the class histogram and entropy.
     """
-    from toolkit.embed import load_embedding
-
     ws = as_workspace(workspace)
     selector = get_selector(method, **(params or {}))
     k = resolve_budget(dataset.num_train, size, fraction)
     name = safe_name(name or default_name(method, k, seed, balanced), "selection name")
     used: Embedding | None = None  # the embedding the rule selects on
-    if selector.needs_embeddings:
-        used = embedding = load_embedding(dataset, workspace=ws, name=autoencoder)
+    if selector.needs_embeddings or selector.needs_sample_scores:
+        used = loaded = load_embedding(dataset, workspace=ws, name=embedding)
     else:
-        embedding = _optional_embedding(dataset, ws, autoencoder) if diagnostics else None
-    vectors = used.vectors if used is not None else np.zeros((dataset.num_train, 0), dtype=np.float32)
-    result = selector.select(vectors, k, labels=dataset.train_labels, seed=seed, balanced=balanced)
+        loaded = _optional_embedding(dataset, ws, embedding) if diagnostics else None
+    vectors = (
+        used.vectors
+        if used is not None and selector.needs_embeddings
+        else np.zeros((dataset.num_train, 0), dtype=np.float32)
+    )
+    scores = used.sample_scores() if used is not None and selector.needs_sample_scores else None
+    result = selector.select(
+        vectors, k, labels=dataset.train_labels, seed=seed, balanced=balanced, sample_scores=scores
+    )
     manifest = build_manifest(
         result,
         dataset,
@@ -294,7 +293,7 @@ def make_selection(
         embedding=used.describe() if used is not None else None,
         score_meaning=selector.score_meaning,
         source=selector.source,
-        diagnostics=selection_diagnostics(dataset, result.indices, embedding) if diagnostics else None,
+        diagnostics=selection_diagnostics(dataset, result.indices, loaded) if diagnostics else None,
     )
     selection = Selection(manifest, result=result)
     if save:
@@ -302,12 +301,12 @@ def make_selection(
     return selection
 
 
-def _optional_embedding(dataset: ImageDataset, ws: Workspace, autoencoder: str) -> Embedding | None:
-    """The autoencoder's embedding when one was trained and verifies, else None."""
-    from toolkit.embed import load_embedding
-
+def _optional_embedding(dataset: ImageDataset, ws: Workspace, name: str | None) -> Embedding | None:
+    """The embedding ``name`` (default: the newest) when there is one and it verifies, else None."""
+    if name is None and not list_embeddings(dataset, workspace=ws):
+        return None
     try:
-        return load_embedding(dataset, workspace=ws, name=autoencoder)
+        return load_embedding(dataset, workspace=ws, name=name)
     except SampleSiftError:
         return None
 
@@ -343,28 +342,29 @@ def compare_selections(
     selections: Sequence[str | Path],
     *,
     workspace: Workspace | str | Path | None = None,
-    autoencoder: str | None = None,
+    embedding: str | None = None,
 ) -> Comparison:
     """Load saved selections of ``dataset`` and compare their diagnostics on one embedding.
 
-    The embedding is ``autoencoder``'s, by default the one the first embedding-based
-    selection was made with (else ``"default"``), so every row is measured the same way.
+    The embedding is ``embedding``, by default the one the first embedding-based selection
+    was made on (else the newest), so every row is measured the same way. Selections made
+    on different embeddings can be compared: each is a set of samples, measured here on one
+    common embedding.
     """
-    from toolkit.embed import load_embedding
-
     require(len(selections) >= 1, "name at least one selection to compare")
     loaded = [load_selection(s, dataset, workspace=workspace) for s in selections]
     names = [s.name for s in loaded]
     require(len(set(names)) == len(names), f"the selections to compare repeat a name: {', '.join(names)}")
-    if autoencoder is None:
-        recorded = [(s.manifest.get("embedding") or {}).get("autoencoder") for s in loaded]
-        autoencoder = next((a for a in recorded if a), "default")
-    embedding = load_embedding(dataset, workspace=workspace, name=autoencoder)
-    diagnostics = SelectionDiagnostics(embedding.vectors, dataset.train_labels, num_classes=dataset.num_classes)
+    if embedding is None:
+        recorded = [(s.manifest.get("embedding") or {}).get("name") for s in loaded]
+        embedding = next((a for a in recorded if a), None)
+    measured_on = load_embedding(dataset, workspace=workspace, name=embedding)
+    diagnostics = SelectionDiagnostics(measured_on.vectors, dataset.train_labels, num_classes=dataset.num_classes)
     table = diagnostics.compare({s.name: s.indices for s in loaded})
     table.insert(0, "method", [s.method + (" (balanced)" if s.manifest.get("balanced") else "") for s in loaded])
+    table.insert(1, "selected_on", [(s.manifest.get("embedding") or {}).get("name") or "-" for s in loaded])
     overlap = jaccard_matrix({s.name: s.indices for s in loaded})
-    return Comparison(table, overlap, embedding.describe())
+    return Comparison(table, overlap, measured_on.describe())
 
 
 def selection_from_indices(

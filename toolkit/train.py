@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
-import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,77 +30,15 @@ from torch import nn
 from toolkit.artifacts import versions
 from toolkit.augment import AugmentConfig, augment_batch, center_crop, to_device_images
 from toolkit.data import ImageDataset, load_dataset
-from toolkit.device import (
-    autocast,
-    configure_cuda,
-    configure_threads,
-    describe,
-    resolve_device,
-    resolve_precision,
-    seeded,
-    synchronize,
-)
-from toolkit.errors import NonFiniteLossError, SampleSiftError, require
+from toolkit.device import autocast, resolve_device, seeded
+from toolkit.errors import SampleSiftError, require
+from toolkit.loop import BatchSampler, LoopSettings, Task, TrainingLoop, execute, open_device, run_loop
 from toolkit.models import Classifier
 from toolkit.runs import Run, RunStore
 from toolkit.selection import Selection, load_selection
 from toolkit.workspace import Workspace, as_workspace
 
-Phase = Literal["fast", "full"]
-TIMING_NOTE = (
-    "wall_time_s counts training steps only; warm-up steps (rolled back) and evaluations are "
-    "excluded and reported as warmup_time_s and eval_time_s"
-)
-
-
 # --------------------------------------------------------------------------- building blocks
-
-
-class BatchSampler:
-    """Endless shuffled batches of indices from a pool, epoch after epoch.
-
-    Each epoch is a fresh permutation of the pool drawn from ``generator``; a batch that
-    reaches the end of an epoch continues into the next one, so every batch has exactly
-    ``batch`` indices even when the pool is smaller than a batch. Its state (current order
-    and position) is saved in checkpoints so a resumed run draws the same batches.
-    """
-
-    def __init__(self, pool: torch.Tensor, batch: int, generator: torch.Generator) -> None:
-        require(len(pool) > 0, "cannot sample batches from an empty pool of samples")
-        self.pool = pool
-        self.batch = batch
-        self.generator = generator
-        self.order = pool[:0]
-        self.position = 0
-        self.epochs = 0
-
-    def next(self) -> torch.Tensor:
-        parts = []
-        need = self.batch
-        while need:
-            if self.position == len(self.order):
-                perm = torch.randperm(len(self.pool), generator=self.generator, device=self.pool.device)
-                self.order = self.pool[perm]
-                self.position = 0
-                self.epochs += 1
-            take = min(need, len(self.order) - self.position)
-            parts.append(self.order[self.position : self.position + take])
-            self.position += take
-            need -= take
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"order": self.order.cpu(), "position": self.position, "epochs": self.epochs}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        order = state["order"].to(self.pool.device)
-        position = int(state["position"])
-        # A checkpoint of another run or data set would index the wrong samples: refuse it.
-        require(
-            0 <= position <= len(order) and bool(torch.isin(order, self.pool).all()),
-            "the checkpoint's batch order does not belong to this run's samples",
-        )
-        self.order, self.position, self.epochs = order, position, int(state["epochs"])
 
 
 class WeightAverage:
@@ -338,41 +275,16 @@ def _is_real(value: Any) -> bool:
     )
 
 
-# --------------------------------------------------------------------------- the trainer
+# --------------------------------------------------------------------------- the classifier's task
 
 
-@dataclass
-class _Progress:
-    step: int = 0
-    fast_steps_done: int = 0
-    images_seen: int = 0
-    train_time: float = 0.0
-    eval_time: float = 0.0
-    evals_done: int = 0
-    last_checkpoint_step: int = 0
-    last_checkpoint_time: float = 0.0
-    loss_history: list[tuple[int, float]] = field(default_factory=list)
-    # The logging interval in progress: checkpoints may fall inside one, and a resumed run
-    # must log exactly the losses the uninterrupted run logs.
-    interval_loss: float = 0.0
-    interval_steps: int = 0
-    interval_images: int = 0
+class ClassifierTask(Task):
+    """The classifier's part of the shared loop (:mod:`toolkit.loop`): two pools, weight averaging, test evaluation."""
 
-
-class _Trainer:
-    """Holds the live state of one run; ``run()`` trains until the steps or time run out."""
-
-    def __init__(
-        self, dataset: ImageDataset, selection: Selection | None, config: TrainConfig, run: Run, progress: bool
-    ) -> None:
-        self.dataset, self.selection, self.config, self.run = dataset, selection, config, run
-        self.show_progress = progress
-        self.device = resolve_device(config.device)
-        if self.device.type == "cuda":
-            configure_cuda()
-        else:
-            configure_threads()
-        self.dtype = resolve_precision(self.device, config.precision)
+    def __init__(self, dataset: ImageDataset, selection: Selection | None, config: TrainConfig) -> None:
+        self.dataset, self.selection, self.config = dataset, selection, config
+        self.device, self.dtype = open_device(config.device, config.precision)
+        self.batch = config.batch
         self.crop = config.crop or dataset.default_crop  # checked against the image size by prepare()
         self.augment = AugmentConfig(crop=self.crop, brightness=config.brightness, contrast=config.contrast)
         self.images = to_device_images(dataset.train_images, self.device)
@@ -400,29 +312,19 @@ class _Trainer:
             "fast": BatchSampler(subset_pool, config.batch, self.generator),
             "full": BatchSampler(full_pool, config.batch, self.generator),
         }
-        self.state = _Progress()
-        self.warmup_time = 0.0
 
-    # ---- phase bookkeeping
-    @property
-    def fast_steps(self) -> int | None:
-        steps = self.config.steps
-        return None if steps is None else round(self.config.split * steps)
+    def phase(self, step: int, elapsed: float) -> str:
+        c = self.config
+        if c.steps is not None:
+            return "fast" if step < round(c.split * c.steps) else "full"
+        assert c.time_budget is not None
+        return "fast" if elapsed < c.split * c.time_budget else "full"
 
-    def phase(self, elapsed: float) -> Phase:
-        if self.config.steps is not None:
-            return "fast" if self.state.step < (self.fast_steps or 0) else "full"
-        assert self.config.time_budget is not None
-        return "fast" if elapsed < self.config.split * self.config.time_budget else "full"
+    def train_step(self, phase: str, fraction: float) -> torch.Tensor:
+        return self.step_on(self.samplers[phase].next())[0]
 
-    def finished(self, elapsed: float) -> bool:
-        if self.config.steps is not None:
-            return self.state.step >= self.config.steps
-        assert self.config.time_budget is not None
-        return elapsed >= self.config.time_budget
-
-    # ---- one optimizer step
-    def train_step(self, indices: torch.Tensor) -> torch.Tensor:
+    def step_on(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on the given training samples; returns the loss and the logits (detached)."""
         x = augment_batch(self.images[indices], self.augment, self.generator)
         y = self.labels[indices]
         with autocast(self.device, self.dtype):
@@ -431,281 +333,72 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return loss.detach()
+        return loss.detach(), logits.detach()
 
-    def warm_up(self) -> None:
-        """Run untimed steps (kernel selection, compilation), then roll everything back."""
-        if not self.config.warmup_steps:
-            return
-        saved_model = copy.deepcopy(self.model.state_dict())
-        saved_optimizer = copy.deepcopy(self.optimizer.state_dict())
-        saved_generator = self.generator.get_state()
-        start = time.perf_counter()
-        scratch = torch.Generator(device=self.device)
-        scratch.manual_seed(0)
-        for _ in range(self.config.warmup_steps):
-            indices = torch.randint(
-                0, self.dataset.num_train, (self.config.batch,), device=self.device, generator=scratch
+    def after_step(self, step: int) -> None:
+        self.average.update(step)
+
+    def evaluate(self, final: bool) -> dict[str, Any]:
+        """Test accuracy of the averaged weights (and, at the end, of the raw ones too)."""
+        c = self.config
+        averaged = evaluate(
+            self.average.model, self.test_images, self.test_labels, self.crop, batch=c.eval_batch, dtype=self.dtype
+        )
+        figures = {"test_accuracy": averaged["accuracy"], "test_loss": averaged["loss"]}
+        if final:
+            raw = evaluate(
+                self.model, self.test_images, self.test_labels, self.crop, batch=c.eval_batch, dtype=self.dtype
             )
-            self.train_step(indices)
-        synchronize(self.device)
-        self.warmup_time = time.perf_counter() - start
-        self.model.load_state_dict(saved_model)
-        self.optimizer.load_state_dict(saved_optimizer)
-        self.generator.set_state(saved_generator)
+            figures.update(test_accuracy_raw=raw["accuracy"], test_loss_raw=raw["loss"])
+        return figures
 
-    # ---- checkpoints
-    def checkpoint_state(self) -> dict[str, Any]:
-        s = self.state
+    def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "average": self.average.model.state_dict(),
             "generator": self.generator.get_state(),
             "samplers": {name: sampler.state_dict() for name, sampler in self.samplers.items()},
-            "progress": {
-                "step": s.step,
-                "fast_steps_done": s.fast_steps_done,
-                "images_seen": s.images_seen,
-                "train_time": s.train_time,
-                "eval_time": s.eval_time,
-                "evals_done": s.evals_done,
-                "loss_history": [list(pair) for pair in s.loss_history],
-                "interval_loss": s.interval_loss,
-                "interval_steps": s.interval_steps,
-                "interval_images": s.interval_images,
-            },
         }
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Load a checkpoint; one that does not fit this run's model or data is refused."""
-        try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.average.model.load_state_dict(state["average"])
-            self.generator.set_state(state["generator"])
-            for name, sampler in self.samplers.items():
-                sampler.load_state_dict(state["samplers"][name])
-            p = state["progress"]
-            self.state = _Progress(
-                step=int(p["step"]),
-                fast_steps_done=int(p["fast_steps_done"]),
-                images_seen=int(p["images_seen"]),
-                train_time=float(p["train_time"]),
-                eval_time=float(p["eval_time"]),
-                evals_done=int(p["evals_done"]),
-                last_checkpoint_step=int(p["step"]),
-                last_checkpoint_time=float(p["train_time"]),
-                loss_history=[(int(a), float(b)) for a, b in p["loss_history"]],
-                # Checkpoints written before these were recorded fell on log points: interval 0.
-                interval_loss=float(p.get("interval_loss", 0.0)),
-                interval_steps=int(p.get("interval_steps", 0)),
-                interval_images=int(p.get("interval_images", 0)),
-            )
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise SampleSiftError(
-                f"the checkpoint of run {self.run.id} does not fit its configuration "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); delete checkpoint.pt to start the run over"
-            ) from None
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.average.model.load_state_dict(state["average"])
+        self.generator.set_state(state["generator"])
+        for name, sampler in self.samplers.items():
+            sampler.load_state_dict(state["samplers"][name])
 
-    def nonfinite_error(self, value: float) -> NonFiniteLossError:
-        s = self.state
-        return NonFiniteLossError(
-            f"the training loss became {value} at step {s.step}; the last good checkpoint "
-            f"(step {s.last_checkpoint_step}) was kept. Lower --lr or check the data"
-        )
 
-    def save_checkpoint(self, loss_sum: torch.Tensor | None = None) -> None:
-        """Checkpoint the run, never with a non-finite loss or weights.
+def _summary(loop: TrainingLoop, task: ClassifierTask, final: dict[str, Any]) -> dict[str, Any]:
+    s, c = loop.state, task.config
+    return {
+        **loop.summary(),
+        "test_accuracy": final["test_accuracy"],
+        "test_loss": final["test_loss"],
+        "test_accuracy_raw": final["test_accuracy_raw"],
+        "steps_fast": s.phase_steps.get("fast", 0),
+        "steps_full": s.phase_steps.get("full", 0),
+        "split": c.split,
+        "seed": c.seed,
+        "batch": c.batch,
+        "selection": None if task.selection is None else task.selection.name,
+        "dataset": task.dataset.key,
+        "versions": versions(),
+    }
 
-        ``loss_sum`` is the loss summed over the logging interval in progress. A NaN can
-        appear between two logged losses; checking here keeps it out of the checkpoint, so
-        the last checkpoint is always a good one to resume from.
-        """
-        s = self.state
-        s.interval_loss = 0.0 if loss_sum is None else float(loss_sum)
-        if not math.isfinite(s.interval_loss):
-            raise self.nonfinite_error(s.interval_loss / max(s.interval_steps, 1))
-        if not all(bool(torch.isfinite(t).all()) for t in self.model.parameters()):
-            raise self.nonfinite_error(float("nan"))
-        self.run.save_checkpoint(self.checkpoint_state())
-        s.last_checkpoint_step = s.step
-        s.last_checkpoint_time = s.train_time
 
-    def checkpoint_due(self) -> bool:
-        s, c = self.state, self.config
-        if c.checkpoint_every is not None and s.step - s.last_checkpoint_step >= c.checkpoint_every:
-            return True
-        return s.train_time - s.last_checkpoint_time >= c.checkpoint_every_s
-
-    # ---- evaluation
-    def eval_due(self) -> bool:
-        c, s = self.config, self.state
-        if c.evals == 0:
-            return False
-        if c.steps is not None:
-            return s.step >= (s.evals_done + 1) * c.steps / (c.evals + 1) and s.step < c.steps
-        assert c.time_budget is not None
-        # The final evaluation happens after the loop: none here once the budget is spent.
-        return (s.evals_done + 1) * c.time_budget / (c.evals + 1) <= s.train_time < c.time_budget
-
-    def run_eval(self, phase: Phase, final: bool = False) -> dict[str, Any]:
-        start = time.perf_counter()
-        averaged = evaluate(
-            self.average.model,
-            self.test_images,
-            self.test_labels,
-            self.crop,
-            batch=self.config.eval_batch,
-            dtype=self.dtype,
-        )
-        record: dict[str, Any] = {
-            "kind": "eval",
-            "step": self.state.step,
-            "phase": phase,
-            "wall_time_s": self.state.train_time,
-            "images_seen": self.state.images_seen,
-            "test_accuracy": averaged["accuracy"],
-            "test_loss": averaged["loss"],
-        }
-        if final:
-            raw = evaluate(
-                self.model,
-                self.test_images,
-                self.test_labels,
-                self.crop,
-                batch=self.config.eval_batch,
-                dtype=self.dtype,
-            )
-            record["test_accuracy_raw"] = raw["accuracy"]
-            record["test_loss_raw"] = raw["loss"]
-        self.state.eval_time += time.perf_counter() - start
-        self.run.log(record)
-        return record
-
-    # ---- the loop
-    def train(self) -> dict[str, Any]:
-        from tqdm.auto import tqdm
-
-        c, s = self.config, self.state
-        self.model.train()
-        self.warm_up()
-        total = c.steps if c.steps is not None else c.time_budget
-        bar = tqdm(
-            total=total,
-            initial=s.step if c.steps is not None else min(s.train_time, c.time_budget or 0),
-            disable=not self.show_progress,
-            unit="step" if c.steps is not None else "s",
-            desc=self.run.id,
-            leave=True,
-        )
-        loss_sum = torch.full((), s.interval_loss, device=self.device)
-        sync_every = 10 if self.device.type == "cuda" else 1
-        segment_start = time.perf_counter()
-        base_time = s.train_time
-        last_log_time = s.train_time
-
-        def elapsed() -> float:
-            return base_time + (time.perf_counter() - segment_start)
-
-        def pause_clock() -> None:
-            nonlocal base_time
-            synchronize(self.device)
-            s.train_time = elapsed()
-            base_time = s.train_time
-
-        def resume_clock() -> None:
-            nonlocal segment_start
-            segment_start = time.perf_counter()
-
-        phase: Phase = self.phase(s.train_time)
-        try:
-            while not self.finished(s.train_time):
-                phase = self.phase(s.train_time)
-                indices = self.samplers[phase].next()
-                loss_sum += self.train_step(indices)
-                s.step += 1
-                s.fast_steps_done += phase == "fast"
-                s.images_seen += c.batch
-                s.interval_steps += 1
-                s.interval_images += c.batch
-                self.average.update(s.step)
-                if s.step % sync_every == 0 or (c.steps is not None and s.step >= c.steps):
-                    synchronize(self.device)
-                    s.train_time = elapsed()
-                if s.interval_steps >= c.log_every or self.finished(s.train_time):
-                    pause_clock()
-                    mean_loss = float(loss_sum) / s.interval_steps
-                    if not math.isfinite(mean_loss):
-                        raise self.nonfinite_error(mean_loss)
-                    interval_rate = s.interval_images / max(s.train_time - last_log_time, 1e-9)
-                    last_log_time = s.train_time
-                    self.run.log(
-                        {
-                            "kind": "train",
-                            "step": s.step,
-                            "phase": phase,
-                            "wall_time_s": s.train_time,
-                            "images_seen": s.images_seen,
-                            "loss": mean_loss,
-                            "lr": self.optimizer.param_groups[0]["lr"],
-                            "images_per_s": interval_rate,
-                        }
-                    )
-                    s.loss_history.append((s.step, mean_loss))
-                    bar.set_postfix(phase=phase, loss=f"{mean_loss:.3f}", img_s=f"{interval_rate:.0f}")
-                    loss_sum.zero_()
-                    s.interval_steps = s.interval_images = 0
-                    if self.eval_due():
-                        self.run_eval(phase)
-                        s.evals_done += 1
-                    resume_clock()
-                # Checked after every step (not only at log points), so --checkpoint-every K
-                # means every K steps.
-                if self.checkpoint_due():
-                    pause_clock()
-                    self.save_checkpoint(loss_sum)
-                    resume_clock()
-                if c.steps is not None:
-                    bar.update(1)
-                else:
-                    bar.n = min(round(s.train_time, 1), c.time_budget or 0)
-                    bar.refresh()
-        finally:
-            bar.close()
-        pause_clock()
-        final = self.run_eval(phase, final=True)
-        self.save_checkpoint()
-        return final
-
-    def summary(self, final: dict[str, Any]) -> dict[str, Any]:
-        s, c = self.state, self.config
-        return {
-            "run_id": self.run.id,
-            "test_accuracy": final["test_accuracy"],
-            "test_loss": final["test_loss"],
-            "test_accuracy_raw": final["test_accuracy_raw"],
-            "steps": s.step,
-            "steps_fast": s.fast_steps_done,
-            "steps_full": s.step - s.fast_steps_done,
-            "images_seen": s.images_seen,
-            "wall_time_s": s.train_time,
-            "images_per_s": s.images_seen / s.train_time if s.train_time > 0 else None,
-            "eval_time_s": s.eval_time,
-            "warmup_time_s": self.warmup_time,
-            "timing_note": TIMING_NOTE,
-            "stopped_by": "steps" if c.steps is not None else "time_budget",
-            "split": c.split,
-            "seed": c.seed,
-            "batch": c.batch,
-            "selection": None if self.selection is None else self.selection.name,
-            "dataset": self.dataset.key,
-            "device": self.device.type,
-            "device_name": describe(self.device),
-            "precision": str(self.dtype).replace("torch.", ""),
-            "final_train_loss": s.loss_history[-1][1] if s.loss_history else None,
-            "versions": versions(),
-        }
+def loop_settings(config: TrainConfig) -> LoopSettings:
+    """The shared loop's settings of a classifier run."""
+    return LoopSettings(
+        steps=config.steps,
+        time_budget=config.time_budget,
+        log_every=config.log_every,
+        evals=config.evals,
+        checkpoint_every=config.checkpoint_every,
+        checkpoint_every_s=config.checkpoint_every_s,
+        warmup_steps=config.warmup_steps,
+    )
 
 
 # --------------------------------------------------------------------------- public API
@@ -865,26 +558,12 @@ def _execute(
     progress: bool,
     checkpoint: dict[str, Any] | None,
 ) -> Run:
-    """Train ``run`` to the end, recording running / finished / failed / interrupted.
+    """Train ``run`` to the end in the shared loop; the caller holds the run's lock."""
 
-    The caller holds the run's lock (:meth:`Run.lock`).
-    """
-    run.set_status("running")
-    try:
-        trainer = _Trainer(dataset, selection, config, run, progress)
-        if checkpoint is not None:
-            trainer.restore(checkpoint)
-        run.truncate_metrics(trainer.state.step)
-        final = trainer.train()
-        run.write_summary(trainer.summary(final))
-    except KeyboardInterrupt:
-        run.set_status("interrupted", error="stopped by the user (interrupt or terminate)")
-        raise
-    except SampleSiftError as exc:
-        run.set_status("failed", error=str(exc))
-        raise
-    except Exception as exc:
-        run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    run.set_status("finished")
+    def body() -> None:
+        task = ClassifierTask(dataset, selection, config)
+        loop, final = run_loop(task, loop_settings(config), run, progress=progress, checkpoint=checkpoint)
+        run.write_summary(_summary(loop, task, final))
+
+    execute(run, body)
     return run

@@ -6,10 +6,11 @@ A workspace is one folder (``--workspace DIR``, else ``$SAMPLESIFT_WORKSPACE``, 
     workspace/
       cache/datasets/<source-key>/      decoded uint8 arrays of a data source
       datasets/<dataset-key>/           everything derived from one data set version
-        autoencoders/<name>/            weights, embeddings, manifest
+        embeddings/<name>/              an embedding: vectors, manifest, quality, weights if trained
         selections/<name>.json          selection manifests
         projections/<method>-<key>.npy  2-d maps (UMAP, PCA) of an embedding, with a .json record
-      runs/<run-id>/                    training runs (config, metrics, summary, checkpoint)
+      runs/<run-id>/                    training runs of classifiers and encoders (config, metrics, summary,
+                                        checkpoint)
       jobs/<job-id>.json                background processes started by the app (pid, command, log)
       downloads/                        torchvision downloads, when the user asks for them
 
@@ -61,8 +62,11 @@ class Workspace:
     def dataset_dir(self, dataset_key: str) -> Path:
         return confined_path(self.root, "datasets", safe_name(dataset_key, "data set key"))
 
-    def autoencoder_dir(self, dataset_key: str, name: str = "default") -> Path:
-        return confined_path(self.dataset_dir(dataset_key), "autoencoders", safe_name(name, "autoencoder name"))
+    def embeddings_dir(self, dataset_key: str) -> Path:
+        return confined_path(self.dataset_dir(dataset_key), "embeddings")
+
+    def embedding_dir(self, dataset_key: str, name: str) -> Path:
+        return confined_path(self.embeddings_dir(dataset_key), safe_name(name, "embedding name"))
 
     def selections_dir(self, dataset_key: str) -> Path:
         return confined_path(self.dataset_dir(dataset_key), "selections")

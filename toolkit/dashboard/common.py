@@ -20,7 +20,8 @@ import streamlit as st
 
 from toolkit import jobs
 from toolkit.data import ImageDataset, load_dataset
-from toolkit.embed import AutoencoderConfig, Embedding, list_autoencoders, load_embedding
+from toolkit.embedding import Embedding, list_embeddings, load_embedding
+from toolkit.encoders import ENCODERS, get_encoder
 from toolkit.errors import SampleSiftError
 from toolkit.projection import Projection, find_projection, load_or_compute_projection
 from toolkit.workspace import Workspace
@@ -32,11 +33,16 @@ POLL_SECONDS = 1.5
 
 @dataclass(frozen=True)
 class Context:
-    """The data set, workspace and autoencoder the pages work on (chosen in the sidebar)."""
+    """The data set, workspace and embedding the pages work on (chosen in the sidebar).
+
+    ``embedding`` is the chosen embedding's name, ``None`` while the data set has none, and
+    ``encoder`` the encoder that made it.
+    """
 
     dataset: ImageDataset
     workspace: Workspace
-    autoencoder: str
+    embedding: str | None
+    encoder: str | None = None
 
     @property
     def ws(self) -> str:
@@ -138,11 +144,9 @@ def sidebar() -> Context | None:
     except SampleSiftError as exc:
         st.error(f"Cannot load the data set: {exc}", icon=":material/error:")
         return None
-    names = list_autoencoders(dataset, workspace=workspace)
+    made = {m["name"]: m for m in list_embeddings(dataset, workspace=workspace)}
     with st.sidebar:
-        autoencoder = (
-            st.selectbox("Autoencoder", names, key="autoencoder") if len(names) > 1 else (names or ["default"])[0]
-        )
+        chosen = _embedding_picker(made)
         st.caption(
             f"**{dataset.key}**: {dataset.num_train:,} train / {dataset.num_test:,} test images, "
             f"{dataset.num_classes} classes, {dataset.image_shape[0]}x{dataset.image_shape[1]}x{dataset.channels}"
@@ -152,7 +156,33 @@ def sidebar() -> Context | None:
             "The server listens on 127.0.0.1 only (`.streamlit/config.toml`). To share it on a network, "
             "run `streamlit run app.py --server.address 0.0.0.0` behind your own access control."
         )
-    return Context(dataset, workspace, autoencoder)
+    return Context(dataset, workspace, chosen, made[chosen]["encoder"] if chosen else None)
+
+
+def _embedding_label(manifest: dict[str, Any]) -> str:
+    knn = (manifest.get("quality") or {}).get("knn_accuracy")
+    return f"{manifest['name']} ({manifest['encoder']}" + (f", k-NN {100 * knn:.0f}%)" if knn is not None else ")")
+
+
+def _embedding_picker(made: dict[str, dict[str, Any]]) -> str | None:
+    """The sidebar's embedding choice (kept in the URL as ``?embedding=NAME``); the newest by default."""
+    if not made:
+        st.caption("No embedding yet: make one on the Data page.")
+        return None
+    names = list(made)
+    wanted = st.session_state.get("embedding") or st.query_params.get("embedding")
+    if wanted not in made:
+        wanted = names[-1]
+    st.session_state["embedding"] = wanted
+    chosen = st.selectbox(
+        "Embedding",
+        names,
+        key="embedding",
+        format_func=lambda name: _embedding_label(made[name]),
+        help="Every page reads this embedding: the map, the dimensions, the selectors. Make more on the Data page.",
+    )
+    st.query_params["embedding"] = chosen
+    return chosen
 
 
 def context() -> Context:
@@ -172,26 +202,26 @@ def _load_embedding(_dataset: ImageDataset, fingerprint: str, workspace: str, na
 
 
 def embedding(ctx: Context) -> Embedding | None:
-    """The context's embedding (cached while its files are unchanged), or ``None`` if not trained."""
+    """The context's embedding (cached while its files are unchanged), or ``None`` if there is none."""
+    if ctx.embedding is None:
+        return None
     with user_errors():
-        manifest = ctx.workspace.autoencoder_dir(ctx.dataset.key, ctx.autoencoder) / "manifest.json"
+        manifest = ctx.workspace.embedding_dir(ctx.dataset.key, ctx.embedding) / "manifest.json"
         if not manifest.is_file():
             return None
-        return _load_embedding(
-            ctx.dataset, ctx.dataset.fingerprint, ctx.ws, ctx.autoencoder, manifest.stat().st_mtime_ns
-        )
+        return _load_embedding(ctx.dataset, ctx.dataset.fingerprint, ctx.ws, ctx.embedding, manifest.stat().st_mtime_ns)
 
 
 def require_embedding(ctx: Context) -> Embedding:
-    """The embedding, or the panel that trains it (and the page stops there)."""
+    """The embedding, or the panel that makes one (and the page stops there)."""
     found = embedding(ctx)
     if found is None:
         st.info(
-            f"Data set {ctx.dataset.key} has no autoencoder {ctx.autoencoder!r} yet: train it here "
-            f"(a background `samplesift embed` process) or run "
-            f"`samplesift embed {' '.join(jobs.data_arguments(ctx.dataset))}`."
+            f"Data set {ctx.dataset.key} has no embedding yet: make one here (a background "
+            f"`samplesift embed` process) or run `samplesift embed --encoder NAME "
+            f"{' '.join(jobs.data_arguments(ctx.dataset))}`."
         )
-        autoencoder_panel(ctx)
+        encoder_panel(ctx)
         st.stop()
     return found
 
@@ -203,48 +233,88 @@ def format_seconds(seconds: float | None) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
 
 
+STAGE_LABELS = {"training": "training", "embedding": "embedding every image", "measuring": "measuring quality"}
+
+
 @st.fragment(run_every=POLL_SECONDS)
-def _embed_progress(ctx: Context) -> None:
-    status = jobs.embed_status(ctx.dataset, workspace=ctx.workspace, name=ctx.autoencoder)
-    job = status["job"]
-    if status["state"] != "running":
-        st.rerun()  # the job ended: redraw the page (map, or the failure message)
-    total = int(status.get("total_steps") or 0)
-    step = int(status.get("step") or 0)
-    st.progress(step / total if total else 0.0, text=f"autoencoder: {status.get('phase') or 'starting'}")
+def _embedding_progress(run_id: str, workspace: str) -> None:
+    from toolkit.runs import RunStore
+
+    run = RunStore(workspace).get(run_id)
+    progress = jobs.run_progress(run)
+    if progress.state not in ("queued", "running"):
+        st.rerun()  # it ended: redraw the page (the new embedding, or the failure)
+    config = run.config
+    label = f"{config['encoder']} → {config['embedding']}: "
+    if progress.state == "queued":
+        label += "waiting for the run before it to finish"
+    else:
+        label += STAGE_LABELS.get(progress.stage, progress.stage)
+        if progress.stage == "training" and progress.eta_s is not None:
+            label += f", {format_seconds(progress.eta_s)} left"
+    st.progress(progress.fraction, text=label)
+    total = (config.get("loop") or {}).get("steps")
     cols = st.columns(4)
-    cols[0].metric("Step", f"{step:,} / {total:,}" if total else "–")
-    cols[1].metric("Loss", f"{status['loss']:.4f}" if status.get("loss") is not None else "–")
-    cols[2].metric("Images/s", f"{status['images_per_s']:.0f}" if status.get("images_per_s") else "–")
-    cols[3].metric("Time left", format_seconds(status.get("eta_s")))
-    if st.button("Cancel training", key="cancel_embed", icon=":material/stop:"):
-        job.cancel()
+    cols[0].metric("Step", f"{progress.step:,}" + (f" / {int(total):,}" if total else ""))
+    cols[1].metric("Loss", f"{progress.loss:.4f}" if progress.loss is not None else "–")
+    cols[2].metric("Images/s", f"{progress.images_per_s:.0f}" if progress.images_per_s else "–")
+    cols[3].metric("Time left", format_seconds(progress.eta_s))
+    if st.button("Cancel", key=f"cancel_{run_id}", icon=":material/stop:"):
+        jobs.cancel_run(run)
         st.rerun()
 
 
-def autoencoder_panel(ctx: Context) -> None:
-    """Train the autoencoder in the background, with live progress and a cancel button."""
-    status = jobs.embed_status(ctx.dataset, workspace=ctx.workspace, name=ctx.autoencoder)
-    if status["state"] == "running":
-        _embed_progress(ctx)
-        return
-    job = status["job"]
-    if job is not None and status["state"] in ("failed", "lost"):
-        st.error(f"Training the autoencoder {status['state']} (job {job.id}). Its last output:")
-        st.code(job.log_tail(15) or "(no output)")
-    elif job is not None and status["state"] == "cancelled":
-        st.warning(f"Training was cancelled at step {status.get('step', 0)}; resume it or start over.")
+def _encoder_option_inputs(name: str) -> dict[str, Any]:
+    """Inputs for the options a user most often sets; the rest keep the encoder's defaults."""
+    defaults = ENCODERS[name].defaults()
+    options: dict[str, Any] = {}
+    cols = st.columns(4)
+    if "epochs" in defaults:
+        options["epochs"] = float(cols[0].number_input("Epochs", 0.1, 10_000.0, float(defaults["epochs"]), 1.0))
+        options["batch"] = int(cols[1].number_input("Batch", 2, 65_536, int(defaults["batch"])))
+    if "components" in defaults:
+        options["components"] = int(cols[0].number_input("Components", 1, 10_000, int(defaults["components"])))
+        options["whiten"] = cols[1].checkbox("Whiten", bool(defaults["whiten"]))
+    if "path" in defaults:
+        options["path"] = cols[0].text_input("Embedding file", placeholder="features.npy / .npz / .parquet / .csv")
+        options["match"] = cols[1].selectbox("Match rows by", ("auto", "order", "name"))
+    options["seed"] = int(cols[2].number_input("Seed", 0, 2**31 - 1, 0))
+    return options
+
+
+def encoder_panel(ctx: Context) -> None:
+    """Make an embedding with any encoder in the background: live progress and cancel."""
+    active = jobs.active_embedding_runs(ctx.dataset, workspace=ctx.workspace)
+    for run in active:
+        _embedding_progress(run.id, ctx.ws)
+    last = jobs.find_embedding_run(ctx.dataset, None, workspace=ctx.workspace)
+    if last is not None and not active:
+        status = last.status()
+        if status.get("state") == "failed":
+            st.error(f"Making embedding {last.config.get('embedding')!r} failed: {status.get('error')}")
+        elif status.get("state") == "interrupted":
+            st.warning(
+                f"Making embedding {last.config.get('embedding')!r} was stopped; start it again to continue "
+                "from its last checkpoint."
+            )
+            if st.button("Continue it", key="requeue_embedding", icon=":material/replay:"):
+                with user_errors():
+                    jobs.requeue(last, workspace=ctx.workspace)
+                st.rerun()
+    names = list(ENCODERS)
+    encoder = st.selectbox(
+        "Encoder",
+        names,
+        key="new_encoder",
+        format_func=lambda n: f"{n}: {ENCODERS[n].summary}",
+    )
     with st.form("embed_form"):
-        cols = st.columns(4)
-        epochs = cols[0].number_input("Epochs", min_value=1, value=5, key="embed_epochs")
-        batch = cols[1].number_input("Batch", min_value=1, value=256, key="embed_batch")
-        seed = cols[2].number_input("Seed", value=0, step=1, key="embed_seed")
-        resume = cols[3].checkbox("Resume", value=status["state"] == "cancelled", key="embed_resume")
-        submitted = st.form_submit_button("Train autoencoder", icon=":material/play_arrow:", type="primary")
+        name = st.text_input("Name", value=encoder, help="Its name among this data set's embeddings.")
+        options = _encoder_option_inputs(encoder)
+        submitted = st.form_submit_button("Make embedding", icon=":material/play_arrow:", type="primary")
     if submitted:
         with user_errors():
-            config = AutoencoderConfig(epochs=int(epochs), batch=int(batch), seed=int(seed))
-            jobs.start_embed(ctx.dataset, config, workspace=ctx.workspace, name=ctx.autoencoder, resume=resume)
+            jobs.start_embedding(ctx.dataset, get_encoder(encoder, **options), workspace=ctx.workspace, name=name)
         st.rerun()
 
 
@@ -282,7 +352,8 @@ def projection_controls(ctx: Context, emb: Embedding, key: str) -> Projection:
 
 
 def _umap_job_panel(ctx: Context, seed: int, params: dict[str, Any], key: str) -> None:
-    job = jobs.find_projection_job(ctx.dataset, "umap", seed=seed, workspace=ctx.workspace, autoencoder=ctx.autoencoder)
+    assert ctx.embedding is not None
+    job = jobs.find_projection_job(ctx.dataset, "umap", seed=seed, workspace=ctx.workspace, embedding=ctx.embedding)
     same = job is not None and all(job.record["targets"].get(k) == v for k, v in params.items())
     if same and job is not None and job.alive():
         _projection_poll(job.id, ctx.ws)
@@ -297,7 +368,7 @@ def _umap_job_panel(ctx: Context, seed: int, params: dict[str, Any], key: str) -
     ):
         with user_errors():
             jobs.start_projection(
-                ctx.dataset, "umap", seed=seed, params=params, workspace=ctx.workspace, autoencoder=ctx.autoencoder
+                ctx.dataset, "umap", seed=seed, params=params, workspace=ctx.workspace, embedding=ctx.embedding
             )
         st.rerun()
 

@@ -1,10 +1,11 @@
-"""Data page: what the chosen data set holds, its autoencoder, and background jobs."""
+"""Data page: what the chosen data set holds, its embeddings (make, compare), and background jobs."""
 
 import numpy as np
 import streamlit as st
 
 from toolkit import jobs
 from toolkit.dashboard import common
+from toolkit.embedding import embedding_table
 from toolkit.viz.embedding import class_histogram, image_grid_items
 
 ctx = common.context()
@@ -36,27 +37,37 @@ with right:
     images, captions, _ = image_grid_items(dataset, sample, limit=None)
     common.show_images(images, captions, width=64)
 
-st.header("Autoencoder")
-emb = common.embedding(ctx)
-if emb is None:
-    st.info(f"No autoencoder {ctx.autoencoder!r} for {dataset.key} yet.")
-    common.autoencoder_panel(ctx)
+st.header("Embeddings")
+table = embedding_table(dataset, workspace=ctx.workspace)
+if table.empty:
+    st.info(f"No embedding of {dataset.key} yet: make one below.")
 else:
-    m = emb.manifest
-    cols = st.columns(5)
-    cols[0].metric("Embedding", f"{emb.vectors.shape[0]:,} x {emb.dim}")
-    cols[1].metric("Steps", f"{m['steps']:,}")
-    cols[2].metric("Final loss", f"{m['final_loss']:.4f}" if m.get("final_loss") is not None else "–")
-    cols[3].metric("Images/s", f"{m['images_per_s']:.0f}" if m.get("images_per_s") else "–")
-    cols[4].metric("Device", m.get("device_name", m.get("device", "")))
-    st.caption(f"`{emb.path}` · embedding fingerprint `{emb.fingerprint}` · trained {m.get('created', '')}")
-    with st.expander("Train again (replaces it when done)"):
-        common.autoencoder_panel(ctx)
+    st.caption(
+        "How much each embedding knows about the classes, measured once when it was made: k-NN accuracy "
+        "(20 nearest training embeddings by cosine similarity, weighted votes) and a linear probe's test "
+        "accuracy. Training time excludes warm-up. The sidebar picks the one every page uses."
+    )
+    shown = table.assign(
+        knn_accuracy=100 * table["knn_accuracy"], linear_probe_accuracy=100 * table["linear_probe_accuracy"]
+    )
+    st.dataframe(
+        shown,
+        hide_index=True,
+        column_config={
+            "knn_accuracy": st.column_config.NumberColumn("k-NN accuracy", format="%.1f %%"),
+            "linear_probe_accuracy": st.column_config.NumberColumn("linear probe", format="%.1f %%"),
+            "train_time_s": st.column_config.NumberColumn("training (s)", format="%.1f"),
+            "embed_time_s": st.column_config.NumberColumn("embedding (s)", format="%.1f"),
+        },
+        key="data_embeddings",
+    )
+st.subheader("Make an embedding")
+common.encoder_panel(ctx)
 
 st.header("Background jobs")
 recent = jobs.list_jobs(ctx.workspace)[:10]
 if not recent:
-    st.caption("None yet. Training the autoencoder, UMAP maps and training runs run as background processes.")
+    st.caption("None yet. Embeddings, UMAP maps and training runs run as background processes.")
 for job in recent:
     state = job.state()
     record = job.record

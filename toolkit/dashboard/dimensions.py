@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from toolkit.dashboard import common
-from toolkit.embed import reconstruct
+from toolkit.encoders.autoencoder import reconstruct
 from toolkit.selection import list_selections
 from toolkit.viz.embedding import activation_histograms, dimension_heatmap, figure4, heatmap_rows
 
@@ -35,6 +35,12 @@ if view == "Heatmap":
     st.caption(
         f"{len(rows)} class-stratified samples (rows) x {emb.dim} embedding dimensions (columns), "
         + ("grouped by class." if sort_by == "class" else f"highest activation of dimension {sort_by} first.")
+        + (
+            ""
+            if emb.encoder == "autoencoder"
+            else f" The paper reads this view for its autoencoder; the {emb.encoder} embedding's dimensions "
+            "are features of another kind, and top-k activation per dimension means something else on them."
+        )
     )
 
 if view == "Histograms":
@@ -56,7 +62,14 @@ if view == "Histograms":
             key="dim_histograms",
         )
 
-if view == "Fig. 4":
+if view == "Fig. 4" and emb.encoder != "autoencoder":
+    st.header("Inputs, embeddings, reconstructions (the paper's Fig. 4)")
+    st.info(
+        f"Fig. 4 shows an autoencoder's reconstructions; embedding {emb.name!r} was made by the {emb.encoder} "
+        "encoder, which does not reconstruct images. Pick an autoencoder embedding in the sidebar (or make one "
+        "on the Data page) to see it."
+    )
+elif view == "Fig. 4":
     st.header("Inputs, embeddings, reconstructions (the paper's Fig. 4)")
     cols = st.columns([2, 1, 3])
     pick = cols[0].radio("Samples", ("random", "chosen"), horizontal=True, key="fig4_pick")

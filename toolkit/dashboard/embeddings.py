@@ -26,11 +26,11 @@ coords = projection.coords
 
 @st.cache_data(max_entries=16, show_spinner="Running the selector…")
 def selector_scores(
-    _dataset: ImageDataset, embedding_fingerprint: str, method: str, seed: int, workspace: str, ae: str
+    _dataset: ImageDataset, embedding_fingerprint: str, method: str, seed: int, workspace: str, name: str
 ) -> np.ndarray:
     """Every sample's score under a selector (its run at the paper's budget), cached per embedding."""
     selection = make_selection(
-        _dataset, method, fraction=PAPER_FRACTION, seed=seed, save=False, workspace=workspace, autoencoder=ae
+        _dataset, method, fraction=PAPER_FRACTION, seed=seed, save=False, workspace=workspace, embedding=name
     )
     assert selection.result is not None
     return selection.result.scores
@@ -58,7 +58,7 @@ else:
     method = cols[1].selectbox("Selector", available(), key="emb_selector")
     score_seed = int(cols[2].number_input("Seed", value=0, step=1, key="emb_selector_seed"))
     with common.user_errors():
-        color = selector_scores(dataset, emb.fingerprint, method, score_seed, ctx.ws, ctx.autoencoder)
+        color = selector_scores(dataset, emb.fingerprint, method, score_seed, ctx.ws, emb.name)
     color_title = f"{method} score"
 most = min(20_000, dataset.num_train)
 max_points = (

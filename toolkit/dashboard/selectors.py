@@ -51,7 +51,7 @@ if st.button("Run selectors", type="primary", icon=":material/play_arrow:", disa
                 seed=seed,
                 save=False,
                 workspace=ctx.workspace,
-                autoencoder=ctx.autoencoder,
+                embedding=ctx.embedding,
             )
         results[selection.name] = selection
     st.session_state[RESULTS_KEY] = {"dataset": dataset.fingerprint, "selections": results}

@@ -13,7 +13,7 @@ into sample indices over *all* samples, plotted or not.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -21,10 +21,12 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from toolkit.data import ImageDataset
-from toolkit.embed import Reconstruction
 from toolkit.errors import require
 from toolkit.projection import points_in_box, points_in_polygon
 from toolkit.viz.images import embedding_tile
+
+if TYPE_CHECKING:
+    from toolkit.encoders.autoencoder import Reconstruction
 
 #: Colours of categories (classes, selections), cycled when there are more.
 PALETTE: tuple[str, ...] = tuple(qualitative.D3) + tuple(qualitative.Alphabet)

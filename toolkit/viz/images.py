@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from toolkit.artifacts import atomic_write_bytes
-from toolkit.embed import Reconstruction
+
+if TYPE_CHECKING:
+    from toolkit.encoders.autoencoder import Reconstruction
 
 
 def embedding_tile(latent: np.ndarray) -> np.ndarray:

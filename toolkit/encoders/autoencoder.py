@@ -1,0 +1,221 @@
+"""The paper's encoder: the hourglass autoencoder's bottleneck (216 values for 24x24 crops)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from toolkit.augment import AugmentConfig, augment_batch, center_crop, to_device_images
+from toolkit.data import ImageDataset
+from toolkit.device import autocast, seeded
+from toolkit.embedding import Embedding
+from toolkit.encoders.base import Encoder, EncoderOutput, TrainingOptions, _is_whole, loop_facts
+from toolkit.errors import require
+from toolkit.loop import BatchSampler, Task, open_device, run_loop
+from toolkit.models import EMBEDDING_DIM, Autoencoder, embedding_channels_for
+from toolkit.runs import Run
+
+
+@dataclass
+class AutoencoderOptions(TrainingOptions):
+    """Autoencoder training settings (the paper's where it gives them).
+
+    Attributes:
+        momentum: SGD momentum (the paper says "with momentum"; its value is not given).
+        crop: input crop side (``None``: the data set's default, 24 for 32x32).
+        embedding_dim: target embedding size (216 in the paper).
+    """
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    crop: int | None = None
+    embedding_dim: int = EMBEDDING_DIM
+
+    def validate(self) -> None:
+        super().validate()
+        require(0.0 <= self.momentum < 1.0, f"--momentum must be in [0, 1), got {self.momentum}")
+        require(
+            _is_whole(self.embedding_dim) and self.embedding_dim > 0,
+            f"--embedding-dim must be positive, got {self.embedding_dim}",
+        )
+        require(
+            self.crop is None or (_is_whole(self.crop) and self.crop > 0), f"--crop must be positive, got {self.crop}"
+        )
+
+
+@torch.inference_mode()
+def embed_images(
+    model: Autoencoder, images: np.ndarray | torch.Tensor, *, device: torch.device, batch: int = 1000
+) -> np.ndarray:
+    """Embeddings (N x d float32) of uint8 images (N x H x W x C), centre-cropped."""
+    model = model.to(device, memory_format=torch.channels_last).eval()
+    data = to_device_images(images, device)
+    out = [model.encode(center_crop(data[s : s + batch], model.crop)).float().cpu() for s in range(0, len(data), batch)]
+    return torch.cat(out).numpy() if out else np.zeros((0, model.embedding_dim), np.float32)
+
+
+class AutoencoderTask(Task):
+    """One SGD step: MSE between the reconstruction and the standardised random crop."""
+
+    def __init__(self, dataset: ImageDataset, options: AutoencoderOptions, crop: int) -> None:
+        self.device, self.dtype = open_device(options.device, options.precision)
+        self.batch = options.batch
+        with seeded(options.seed):
+            model = Autoencoder(dataset.channels, crop, embedding_channels_for(crop, options.embedding_dim))
+        self.model = model.to(self.device, memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=options.lr, momentum=options.momentum)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(options.seed)
+        self.images = to_device_images(dataset.train_images, self.device)
+        self.sampler = BatchSampler(torch.arange(dataset.num_train, device=self.device), options.batch, self.generator)
+        self.augment = AugmentConfig(crop=crop, contrast=None)
+
+    def train_step(self, phase: str, fraction: float) -> torch.Tensor:
+        x = augment_batch(self.images[self.sampler.next()], self.augment, self.generator)
+        with autocast(self.device, self.dtype):
+            out = self.model(x)
+        loss = F.mse_loss(out.float(), x)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "sampler": self.sampler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.sampler.load_state_dict(state["sampler"])
+
+
+class AutoencoderEncoder(Encoder):
+    """The paper's hourglass autoencoder (its Fig. 3), trained on the whole training split.
+
+    Random crops and flips, per-image standardisation, MSE to the standardised crop, SGD with
+    momentum at lr 0.1 as the paper says; the embedding is the flattened bottleneck of each
+    image's centre crop (24 channels x 3 x 3 = 216 values for 24x24 crops). The paper trained
+    for some 800 epochs on a GPU; a few CPU epochs give a usable but weak embedding.
+    """
+
+    name = "autoencoder"
+    Options = AutoencoderOptions
+    trainable = True
+    summary = "the paper's hourglass autoencoder bottleneck (216-d)"
+    source = "Gonzalez, Landgraf, Miikkulainen: Faster Training by Selecting Samples Using Embeddings (Fig. 3)"
+
+    def crop(self, dataset: ImageDataset) -> int:
+        return self.options.crop or dataset.default_crop
+
+    def check(self, dataset: ImageDataset) -> None:
+        crop = self.crop(dataset)
+        require(
+            crop <= min(dataset.image_shape[:2]), f"--crop {crop} is larger than the images {dataset.image_shape[:2]}"
+        )
+
+    def compute(
+        self, dataset: ImageDataset, run: Run, *, progress: bool, checkpoint: dict[str, Any] | None
+    ) -> EncoderOutput:
+        options = self.options
+        task = AutoencoderTask(dataset, options, self.crop(dataset))
+        settings = self.loop_settings(dataset)
+        assert settings is not None
+        loop, _ = run_loop(
+            task, settings, run, progress=progress, checkpoint=checkpoint, nonfinite_hint="Lower --lr and rerun"
+        )
+        run.log({"kind": "stage", "stage": "embedding", "step": loop.state.step})
+        start = time.perf_counter()
+        vectors = embed_images(task.model, dataset.train_images, device=task.device)
+        test_vectors = embed_images(task.model, dataset.test_images, device=task.device) if dataset.num_test else None
+        return EncoderOutput(
+            vectors=vectors,
+            test_vectors=test_vectors,
+            state=task.model.state_dict(),
+            facts={
+                **loop_facts(loop),
+                "embed_time_s": time.perf_counter() - start,
+                "model": task.model.config,
+                "epochs": options.epochs,
+            },
+        )
+
+
+@dataclass
+class Reconstruction:
+    """Inputs, embeddings and reconstructions of a few samples (the paper's Fig. 4).
+
+    Attributes:
+        indices: the training-sample indices shown.
+        inputs: uint8 centre crops (B, crop, crop, C).
+        embeddings: (B, d) float32.
+        latents: the bottleneck tensors (B, channels, side, side).
+        outputs: uint8 reconstructions (B, crop, crop, C), mapped back from standardised
+            units with each input's own mean and standard deviation.
+        mse: per-sample mean squared error in standardised units.
+    """
+
+    indices: np.ndarray
+    inputs: np.ndarray
+    embeddings: np.ndarray
+    latents: np.ndarray
+    outputs: np.ndarray
+    mse: np.ndarray
+
+
+def load_autoencoder(embedding: Embedding, device: str | torch.device = "cpu") -> Autoencoder:
+    """The trained autoencoder behind an ``autoencoder`` embedding, in eval mode."""
+    require(
+        embedding.encoder == AutoencoderEncoder.name,
+        f"embedding {embedding.name!r} was made by the {embedding.encoder} encoder; reconstructions (Fig. 4) "
+        "need an autoencoder embedding (samplesift embed --encoder autoencoder)",
+    )
+    model = Autoencoder(**embedding.manifest["model"])
+    model.load_state_dict(embedding.load_state())
+    return model.to(device).eval()
+
+
+@torch.inference_mode()
+def reconstruct(
+    embedding: Embedding, dataset: ImageDataset, indices: np.ndarray | list[int], *, device: str = "cpu"
+) -> Reconstruction:
+    """Reconstruct the given training samples with the trained autoencoder."""
+    idx = np.asarray(indices, dtype=np.int64)
+    require(len(idx) > 0, "give at least one sample index to reconstruct")
+    require(
+        idx.min() >= 0 and idx.max() < dataset.num_train,
+        f"sample indices must be in [0, {dataset.num_train}), got {idx.min()}..{idx.max()}",
+    )
+    model = load_autoencoder(embedding, device)
+    crop = model.crop
+    raw = torch.as_tensor(dataset.train_images[idx], device=device)
+    top = (raw.shape[1] - crop) // 2
+    left = (raw.shape[2] - crop) // 2
+    crops = raw[:, top : top + crop, left : left + crop, :].float()
+    x = center_crop(raw, crop)
+    latent = model.latent(x)
+    out = model.decode_latent(latent).permute(0, 2, 3, 1)
+    target = x.permute(0, 2, 3, 1)
+    flat = crops.reshape(len(idx), -1)
+    mean = flat.mean(1)[:, None, None, None]
+    std = flat.std(1, correction=0).clamp_min(1.0 / math.sqrt(flat.shape[1]))[:, None, None, None]
+    pixels = (out * std + mean).round().clamp(0, 255).to(torch.uint8)
+    return Reconstruction(
+        indices=idx,
+        inputs=crops.to(torch.uint8).cpu().numpy(),
+        embeddings=torch.flatten(latent, 1).cpu().numpy(),
+        latents=latent.cpu().numpy(),
+        outputs=pixels.cpu().numpy(),
+        mse=((out - target) ** 2).mean(dim=(1, 2, 3)).cpu().numpy(),
+    )

@@ -1,0 +1,300 @@
+"""The encoder interface: a data set in, a named embedding artifact out.
+
+Every encoder is a small class with one uniform interface, in the spirit of scikit-learn
+(and of :mod:`toolkit.selectors`)::
+
+    encoder = get_encoder("contrastive", epochs=20, seed=1)
+    embedding = encoder.embed(dataset, workspace="workspace", name="simclr-20ep")
+    embedding.vectors          # N x d float32, one row per training sample
+    embedding.quality          # k-NN and linear-probe accuracy, measured once
+
+Options are a dataclass per encoder (:attr:`Encoder.Options`), checked in the base class:
+an unknown option is refused naming the ones the encoder takes, and every value is
+validated before anything is written. Making an embedding is a run in the run store (kind
+``embed``), like a classifier run: it is queued, running, finished, failed or interrupted;
+trainable encoders train in the shared loop (:mod:`toolkit.loop`) with its log, progress,
+checkpoints and resume, so the app and the CLI follow and cancel every encoder the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from toolkit.artifacts import safe_name, versions
+from toolkit.data import ImageDataset
+from toolkit.embedding import Embedding, save_embedding
+from toolkit.errors import SampleSiftError, require
+from toolkit.loop import LoopSettings, TrainingLoop, execute
+from toolkit.runs import Run, RunStore
+from toolkit.workspace import Workspace, as_workspace
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+@dataclass
+class Options:
+    """Options every encoder takes."""
+
+    seed: int = 0
+
+    def validate(self) -> None:
+        require(
+            _is_whole(self.seed) and 0 <= self.seed < 2**63,
+            f"--seed must be a whole number in [0, 2**63), got {self.seed!r}",
+        )
+
+
+@dataclass
+class TrainingOptions(Options):
+    """Options of encoders trained in the shared loop.
+
+    Attributes:
+        epochs: passes over the training split (exclusive with ``time_budget``).
+        time_budget: training seconds instead of epochs (warm-up excluded).
+        batch: images per step.
+        lr: peak learning rate.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        precision: ``auto``, ``fp32`` or ``bf16``.
+        log_every: steps between loss records.
+        checkpoint_every: steps between resumable checkpoints (``None``: by time only).
+        checkpoint_every_s: training seconds between checkpoints.
+    """
+
+    epochs: float | None = 5
+    time_budget: float | None = None
+    batch: int = 256
+    lr: float = 0.1
+    device: str = "auto"
+    precision: str = "auto"
+    log_every: int = 20
+    checkpoint_every: int | None = None
+    checkpoint_every_s: float = 60.0
+
+    def validate(self) -> None:
+        super().validate()
+        require(
+            (self.epochs is None) != (self.time_budget is None),
+            "give exactly one of --epochs or --time-budget",
+        )
+        require(
+            self.epochs is None or (_is_real(self.epochs) and self.epochs > 0),
+            f"--epochs must be a positive number, got {self.epochs!r}",
+        )
+        require(
+            self.time_budget is None or (_is_real(self.time_budget) and self.time_budget > 0),
+            f"--time-budget must be a positive number of seconds, got {self.time_budget!r}",
+        )
+        require(
+            _is_whole(self.batch) and self.batch > 0, f"--batch must be a positive whole number, got {self.batch!r}"
+        )
+        require(_is_real(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr!r}")
+        require(
+            isinstance(self.device, str) and (self.device in ("auto", "cpu") or self.device.startswith("cuda")),
+            f"--device must be auto, cpu or cuda, got {self.device!r}",
+        )
+        require(
+            self.precision in ("auto", "fp32", "bf16"),
+            f"--precision must be auto, fp32 or bf16, got {self.precision!r}",
+        )
+        require(
+            _is_whole(self.log_every) and self.log_every > 0,
+            f"--log-every must be a positive whole number, got {self.log_every!r}",
+        )
+        require(
+            self.checkpoint_every is None or (_is_whole(self.checkpoint_every) and self.checkpoint_every > 0),
+            f"--checkpoint-every must be a positive whole number of steps, got {self.checkpoint_every!r}",
+        )
+        require(
+            _is_real(self.checkpoint_every_s) and self.checkpoint_every_s > 0,
+            f"--checkpoint-seconds must be a positive number, got {self.checkpoint_every_s!r}",
+        )
+
+    def loop_settings(self, num_train: int) -> LoopSettings:
+        """The shared loop's settings: epochs become steps of ``batch`` over ``num_train`` images."""
+        steps = None if self.epochs is None else max(1, math.ceil(self.epochs * num_train / self.batch))
+        return LoopSettings(
+            steps=steps,
+            time_budget=self.time_budget,
+            log_every=self.log_every,
+            checkpoint_every=self.checkpoint_every,
+            checkpoint_every_s=self.checkpoint_every_s,
+        )
+
+
+@dataclass
+class EncoderOutput:
+    """What an encoder computes; the base class measures and saves it.
+
+    Attributes:
+        vectors: training rows, N x d.
+        test_vectors: test rows (``None`` when the encoder cannot embed the test images).
+        sample_scores: named per-sample scores (training dynamics), if any.
+        state: trained weights, if any.
+        facts: manifest fields (model config, training time, images/s, ...).
+    """
+
+    vectors: np.ndarray
+    test_vectors: np.ndarray | None
+    sample_scores: dict[str, np.ndarray] | None = None
+    state: dict[str, Any] | None = None
+    facts: dict[str, Any] | None = None
+
+
+class Encoder:
+    """Base class: subclasses set the class attributes and implement :meth:`compute`.
+
+    Class attributes:
+        name: the registry name.
+        Options: the options dataclass (defaults are the recommended settings).
+        trainable: trains a network in the shared loop (has checkpoints and resume).
+        summary: one line saying what the embedding is.
+        source: where the method comes from.
+    """
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[Options]] = Options
+    trainable: ClassVar[bool] = False
+    summary: ClassVar[str] = ""
+    source: ClassVar[str] = ""
+
+    def __init__(self, **options: Any) -> None:
+        known = {f.name for f in fields(self.Options)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise SampleSiftError(
+                f"encoder {self.name!r} has no option(s) {', '.join(unknown)}; it takes {', '.join(sorted(known))}"
+            )
+        self.options = self.Options(**options)
+        self.options.validate()
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in asdict(self.options).items())
+        return f"{type(self).__name__}({args})"
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return asdict(cls.Options())
+
+    def check(self, dataset: ImageDataset) -> None:
+        """Refuse a data set this encoder cannot embed, before anything is written."""
+
+    def loop_settings(self, dataset: ImageDataset) -> LoopSettings | None:
+        """The loop's schedule (``None`` for encoders that do not train)."""
+        if isinstance(self.options, TrainingOptions):
+            return self.options.loop_settings(dataset.num_train)
+        return None
+
+    def compute(
+        self, dataset: ImageDataset, run: Run, *, progress: bool, checkpoint: dict[str, Any] | None
+    ) -> EncoderOutput:
+        """Train (if the encoder trains) and embed the training and test images."""
+        raise NotImplementedError
+
+    # ---- the uniform path: record a run, compute, measure, save
+    def prepare(
+        self, dataset: ImageDataset, *, workspace: Workspace | str | Path | None = None, name: str | None = None
+    ) -> Run:
+        """Check everything and record the embedding's run as ``queued`` (started by :func:`resume_embedding`)."""
+        ws = as_workspace(workspace)
+        name = safe_name(name or self.name, "embedding name")
+        self.check(dataset)
+        ws.embedding_dir(dataset.key, name)  # a bad name is refused before the run is recorded
+        settings = self.loop_settings(dataset)
+        config = {
+            "kind": "embed",
+            "encoder": self.name,
+            "options": asdict(self.options),
+            "embedding": name,
+            "loop": None if settings is None else {"steps": settings.steps, "time_budget": settings.time_budget},
+            "dataset": {**dataset.describe(), "bad_files": "skip" if dataset.skipped_files else "error"},
+            "versions": versions(),
+        }
+        return RunStore(ws).create(config, name=f"embed-{name}")
+
+    def embed(
+        self,
+        dataset: ImageDataset,
+        *,
+        workspace: Workspace | str | Path | None = None,
+        name: str | None = None,
+        progress: bool = True,
+    ) -> Embedding:
+        """Make the embedding of ``dataset`` and save it as ``name`` (default: the encoder's name)."""
+        ws = as_workspace(workspace)
+        run = self.prepare(dataset, workspace=ws, name=name)
+        with run.lock():
+            return self._execute(run, dataset, ws, progress, checkpoint=None)
+
+    def _execute(
+        self, run: Run, dataset: ImageDataset, ws: Workspace, progress: bool, checkpoint: dict[str, Any] | None
+    ) -> Embedding:
+        def body() -> Embedding:
+            output = self.compute(dataset, run, progress=progress, checkpoint=checkpoint)
+            run.log({"kind": "stage", "stage": "measuring", "step": _last_step(run)})
+            train_log = [r for r in run.records() if r.get("kind") == "train"]
+            embedding = save_embedding(
+                dataset,
+                workspace=ws,
+                name=str(run.config["embedding"]),
+                encoder=self.name,
+                config=asdict(self.options),
+                seed=self.options.seed,
+                vectors=output.vectors,
+                test_vectors=output.test_vectors,
+                sample_scores=output.sample_scores,
+                state=output.state,
+                training_log=train_log,
+                facts={"run_id": run.id, **(output.facts or {})},
+            )
+            run.write_summary(
+                {
+                    "run_id": run.id,
+                    "kind": "embed",
+                    "encoder": self.name,
+                    "embedding": embedding.name,
+                    "path": str(embedding.path),
+                    "dim": embedding.dim,
+                    **embedding.quality,
+                    **{k: v for k, v in (output.facts or {}).items() if not isinstance(v, (dict, list))},
+                }
+            )
+            return embedding
+
+        return execute(run, body)
+
+
+def loop_facts(loop: TrainingLoop) -> dict[str, Any]:
+    """Manifest fields of a trained encoder: its clock (warm-up excluded), throughput and device."""
+    summary = loop.summary()
+    return {
+        "train_time_s": summary["wall_time_s"],
+        "steps": summary["steps"],
+        "images_seen": summary["images_seen"],
+        "images_per_s": summary["images_per_s"],
+        "warmup_time_s": summary["warmup_time_s"],
+        "timing_note": summary["timing_note"],
+        "final_loss": summary["final_train_loss"],
+        "device": summary["device"],
+        "device_name": summary["device_name"],
+        "precision": summary["precision"],
+    }
+
+
+def _last_step(run: Run) -> int:
+    steps = [int(r.get("step", 0)) for r in run.records()]
+    return max(steps) if steps else 0
