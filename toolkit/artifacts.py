@@ -278,15 +278,6 @@ def fingerprint_arrays(*arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def fingerprint_file(path: str | Path) -> str:
-    """Fingerprint a file's content."""
-    digest = hashlib.blake2b(digest_size=FINGERPRINT_CHARS // 2)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def versions() -> dict[str, str]:
     """Versions of Python, the toolkit and the libraries that decide numerical results."""
     import sklearn

@@ -248,9 +248,6 @@ def preset_sweep(name: str, data: str = "cifar10", *, selectors: Sequence[str] |
     )
 
 
-PRESETS = ("paper", "cpu")
-
-
 def build_sweep(
     *,
     preset: str | None = None,

@@ -25,8 +25,6 @@ SHOWN_COLUMNS = [
     "device",
 ]
 
-AXES = {"wall_time_s": "wall-clock", "step": "steps"}
-
 ctx = common.context()
 dataset = ctx.dataset
 st.title("Results")
