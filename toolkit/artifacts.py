@@ -12,6 +12,7 @@ and embeddings they were computed from.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import errno
 import fcntl
 import hashlib
@@ -240,6 +241,11 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def utc_now() -> str:
+    """The current time in UTC as ISO 8601 to the second, as artifacts record it (``2025-01-31T12:00:00+00:00``)."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def remove_temporaries(folder: str | Path) -> list[str]:

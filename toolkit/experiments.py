@@ -52,7 +52,7 @@ import pandas as pd
 
 from toolkit.artifacts import atomic_write_json, fingerprint_bytes, pid_alive, to_jsonable
 from toolkit.data import ImageDataset, load_dataset
-from toolkit.errors import SampleSiftError, require
+from toolkit.errors import SampleSiftError, require, terminate_as_interrupt
 from toolkit.results import (
     EQUAL_STEPS,
     EQUAL_TIME,
@@ -605,13 +605,9 @@ class Executor(Protocol):
         ...
 
 
-def _terminate_as_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def _worker_init() -> None:
     # A terminated worker marks its run "interrupted" (as the CLI does) instead of dying silently.
-    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    signal.signal(signal.SIGTERM, terminate_as_interrupt)
 
 
 @dataclass
