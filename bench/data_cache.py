@@ -12,16 +12,11 @@ The last line printed is one JSON object with every figure.
 
 from __future__ import annotations
 
-import os
-import sys
-
-# bench/selectors.py shares its name with the standard library's ``selectors`` (imported by
-# subprocess, asyncio, torch): take this folder off the path before anything imports it.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != os.path.dirname(os.path.abspath(__file__))]
-
 import argparse
 import json
+import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path

@@ -28,10 +28,10 @@ from torchvision.datasets import ImageFolder
 
 from toolkit.data import ImageDataset
 from toolkit.embed import AutoencoderConfig, Embedding, train_autoencoder
-from toolkit.experiments import results_table
 from toolkit.export import export_selection
 from toolkit.jobs import cancel_run
 from toolkit.projection import load_or_compute_projection, points_in_polygon, stratified_subsample
+from toolkit.results import results_table
 from toolkit.runs import RunStore
 from toolkit.selection import list_selections, make_selection
 from toolkit.train import TrainConfig, prepare, train

@@ -1,4 +1,4 @@
-"""Sweeps, executors, statistics and result figures (toolkit.experiments, toolkit.viz.results).
+"""Sweeps, executors, statistics and result figures (toolkit.experiments, toolkit.results, toolkit.viz.results).
 
 Real runs on scikit-learn's digits with a few steps each; Ray is started by the test itself
 and the Ray test skips with the reason when Ray is not installed.
@@ -23,22 +23,24 @@ from toolkit.data import ImageDataset
 from toolkit.embed import Embedding
 from toolkit.errors import SampleSiftError
 from toolkit.experiments import (
-    EQUAL_STEPS,
-    EQUAL_TIME,
-    FULL_DATA,
-    RESULT_COLUMNS,
     Grid,
     LocalExecutor,
     RayExecutor,
     SweepResult,
     SweepSpec,
     build_sweep,
-    mean_interval,
     plan_sweep,
-    results_table,
     run_sweep,
-    summarize,
     sweep_executor,
+)
+from toolkit.results import (
+    EQUAL_STEPS,
+    EQUAL_TIME,
+    FULL_DATA,
+    RESULT_COLUMNS,
+    mean_interval,
+    results_table,
+    summarize,
     time_to_target,
 )
 from toolkit.runs import RunStore

@@ -12,6 +12,7 @@ and embeddings they were computed from.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import errno
 import fcntl
 import hashlib
@@ -242,6 +243,11 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def utc_now() -> str:
+    """The current time in UTC as ISO 8601 to the second, as artifacts record it (``2025-01-31T12:00:00+00:00``)."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
 def remove_temporaries(folder: str | Path) -> list[str]:
     """Delete the temporary files a killed writer left in ``folder``; returns their names.
 
@@ -275,15 +281,6 @@ def fingerprint_arrays(*arrays: np.ndarray) -> str:
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         if array.size:  # an empty array (an empty test split) is all dtype and shape; memoryview refuses it
             digest.update(memoryview(array).cast("B"))
-    return digest.hexdigest()
-
-
-def fingerprint_file(path: str | Path) -> str:
-    """Fingerprint a file's content."""
-    digest = hashlib.blake2b(digest_size=FINGERPRINT_CHARS // 2)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 

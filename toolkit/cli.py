@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from toolkit.errors import SampleSiftError
+from toolkit.errors import SampleSiftError, terminate_as_interrupt
 
 if TYPE_CHECKING:
     from toolkit.data import ImageDataset
@@ -611,14 +611,10 @@ COMMANDS = {
 }
 
 
-def _terminate_as_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate_as_interrupt)  # a terminated run is "interrupted", not "running"
+    signal.signal(signal.SIGTERM, terminate_as_interrupt)  # a terminated run is "interrupted", not "running"
     try:
         return COMMANDS[args.command](args)
     except SampleSiftError as exc:

@@ -10,14 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from typing import Literal
 
 import torch
 
 from toolkit.errors import SampleSiftError
-
-DeviceName = Literal["auto", "cpu", "cuda"]
-Precision = Literal["auto", "fp32", "bf16"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:

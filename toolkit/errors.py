@@ -4,6 +4,9 @@ Every problem a user can fix (a missing path, a budget out of range, a selection
 another data set) raises :class:`SampleSiftError` with a one-line message that names the
 problem and says what to do. The CLI prints that line and exits non-zero; the app shows it
 on the page; anything else is a bug and keeps its traceback.
+
+:func:`terminate_as_interrupt` turns SIGTERM into :class:`KeyboardInterrupt`, the interruption
+every run already handles.
 """
 
 from __future__ import annotations
@@ -15,6 +18,16 @@ class SampleSiftError(ValueError):
 
 class NonFiniteLossError(SampleSiftError):
     """Training produced a NaN or infinite loss; the last good checkpoint was kept."""
+
+
+def terminate_as_interrupt(signum: int, frame: object) -> None:
+    """A SIGTERM handler that raises :class:`KeyboardInterrupt`, so a terminated run ends ``interrupted``.
+
+    Installed by the CLI and by sweep worker processes (``signal.signal(signal.SIGTERM,
+    terminate_as_interrupt)``): the interrupt unwinds like Ctrl-C, so the run's status and
+    checkpoint are written instead of the process dying silently.
+    """
+    raise KeyboardInterrupt
 
 
 def require(condition: bool, message: str) -> None:

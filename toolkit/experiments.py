@@ -1,4 +1,4 @@
-"""Experiments: sweeps of selectors x budgets x splits x seeds, executors, and honest statistics.
+"""Experiments: sweeps of selectors x budgets x splits x seeds, their run plans and executors.
 
 A :class:`SweepSpec` names one or more :class:`Grid` s; each grid is a cross product of
 selectors, budgets (subset sizes K), splits, seeds and schedules. A schedule is either a
@@ -26,11 +26,8 @@ Split 0 trains on the full data only, so it does not depend on the selector: it 
 once per seed and schedule (selector label ``full-data``) and shared by every selector's
 curve.
 
-Statistics: :func:`summarize` gives n, mean, standard deviation and a 95% Student-t
-interval over seeds for every cell; :func:`time_to_target` reads each run's evaluations
-for the steps and seconds it took to reach a target accuracy. :func:`results_table` is the
-one table everything is drawn from (the CLI writes it as CSV and Parquet; the app's Results
-page and :mod:`toolkit.viz.results` read it).
+A sweep's results table and statistics come from :mod:`toolkit.results`; :func:`write_outputs`
+writes them with the figures of :mod:`toolkit.viz.results`.
 """
 
 from __future__ import annotations
@@ -44,72 +41,37 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import numpy as np
 import pandas as pd
 
-from toolkit.artifacts import atomic_write_bytes, atomic_write_json, fingerprint_bytes, pid_alive, to_jsonable
+from toolkit.artifacts import atomic_write_json, fingerprint_bytes, pid_alive, to_jsonable
 from toolkit.data import ImageDataset, load_dataset
 from toolkit.embedding import load_embedding
-from toolkit.errors import SampleSiftError, require
+from toolkit.errors import SampleSiftError, require, terminate_as_interrupt
+from toolkit.results import (
+    EQUAL_STEPS,
+    EQUAL_TIME,
+    config_key,
+    results_table,
+    run_config_key,
+    selector_label,
+    summarize,
+    write_table,
+)
 from toolkit.runs import Run, RunStore
 from toolkit.selection import Selection, default_name, load_selection, make_selection
 from toolkit.selectors import get_selector
 from toolkit.train import TrainConfig, prepare, resume
 from toolkit.workspace import Workspace, as_workspace
 
-EQUAL_STEPS = "equal-steps"
-EQUAL_TIME = "equal-time"
-FULL_DATA = "full-data"
 #: The paper's subset: 4,320 samples, 8.64% of CIFAR-10's 50,000 training images.
 PAPER_SUBSET = 4320
-#: Columns that identify a cell of a results table (everything but the seed).
-CELL_COLUMNS = ["dataset", "protocol", "selector", "size", "split", "steps_planned", "time_budget", "batch"]
-
-#: Columns a results table takes from each run's summary.json.
-_SUMMARY_COLUMNS = (
-    "steps",
-    "steps_fast",
-    "test_accuracy",
-    "test_accuracy_raw",
-    "test_loss",
-    "final_train_loss",
-    "wall_time_s",
-    "images_seen",
-    "images_per_s",
-    "warmup_time_s",
-    "eval_time_s",
-    "device",
-    "device_name",
-)
-
-#: Columns of :func:`results_table`, in order.
-RESULT_COLUMNS = [
-    "run_id",
-    "dataset",
-    "protocol",
-    "selector",
-    "method",
-    "balanced",
-    "selection",
-    "size",
-    "split",
-    "seed",
-    "steps_planned",
-    "time_budget",
-    "batch",
-    "norm",
-    *_SUMMARY_COLUMNS,
-    "config_key",
-    "finished",
-    "path",
-]
 
 
 # --------------------------------------------------------------------------- sweep specification
@@ -287,9 +249,6 @@ def preset_sweep(name: str, data: str = "cifar10", *, selectors: Sequence[str] |
     )
 
 
-PRESETS = ("paper", "cpu")
-
-
 def build_sweep(
     *,
     preset: str | None = None,
@@ -347,36 +306,6 @@ def sweep_executor(
         _import_ray()  # fail now, with the install hint, rather than after planning
         return RayExecutor(address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
     raise SampleSiftError(f"unknown executor {kind!r}; use local or ray")
-
-
-# --------------------------------------------------------------------------- configuration keys
-
-
-def selector_label(method: str | None, balanced: bool, split: float) -> str:
-    """How a run's selector is shown: ``full-data`` at split 0, else the method (``+balanced``)."""
-    if float(split) == 0.0 or method is None:
-        return FULL_DATA
-    return f"{method}+balanced" if balanced and method != "random-balanced" else method
-
-
-def config_key(dataset_fingerprint: str, selection_name: str | None, train: dict[str, Any]) -> str:
-    """The identity of a run's configuration: same key, same experiment.
-
-    Selections made by a sweep are named by a hash of their recipe (method, parameters,
-    budget, balance, seed, embedding), so the name stands for the recipe.
-    """
-    normalized = TrainConfig.from_dict(train).to_dict()
-    payload = {"dataset": dataset_fingerprint, "selection": selection_name, "train": normalized}
-    return fingerprint_bytes(json.dumps(to_jsonable(payload), sort_keys=True))[:20]
-
-
-def run_config_key(run: Run) -> str | None:
-    """:func:`config_key` of a recorded training run (``None`` for other kinds of runs)."""
-    config = run.config
-    if config.get("kind") != "train":
-        return None
-    selection = config.get("selection") or {}
-    return config_key(config["dataset"]["fingerprint"], selection.get("name"), config["train"])
 
 
 # --------------------------------------------------------------------------- the run plan
@@ -675,13 +604,9 @@ class Executor(Protocol):
         ...
 
 
-def _terminate_as_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def _worker_init() -> None:
     # A terminated worker marks its run "interrupted" (as the CLI does) instead of dying silently.
-    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    signal.signal(signal.SIGTERM, terminate_as_interrupt)
 
 
 @dataclass
@@ -867,156 +792,6 @@ def run_sweep(
     table = results_table(ws, plan.dataset.key)
     table = table[table["run_id"].isin(ids)].reset_index(drop=True)
     return SweepResult(spec, plan, outcomes, table, time.perf_counter() - start)
-
-
-# --------------------------------------------------------------------------- the results table
-
-
-def run_info(run: Run) -> dict[str, Any]:
-    """What a training run is, from its config alone (usable while it is still running)."""
-    config = run.config
-    train = config["train"]
-    selection = config.get("selection") or {}
-    split = float(train["split"])
-    balanced = bool(selection.get("balanced", False))
-    method = selection.get("method")
-    return {
-        "run_id": run.id,
-        "dataset": config["dataset"]["key"],
-        "protocol": EQUAL_STEPS if train.get("time_budget") is None else EQUAL_TIME,
-        "selector": selector_label(method, balanced, split),
-        "method": method,
-        "balanced": balanced,
-        "selection": selection.get("name"),
-        "size": selection.get("size") if split > 0 else None,
-        "split": split,
-        "seed": int(train["seed"]),
-        "steps_planned": train.get("steps"),
-        "time_budget": train.get("time_budget"),
-        "batch": int(train["batch"]),
-        "norm": train.get("norm"),
-        "config_key": run_config_key(run),
-        "path": str(run.path),
-    }
-
-
-def _run_row(run: Run) -> dict[str, Any] | None:
-    """One results-table row for a finished training run, else ``None``."""
-    try:
-        if run.config.get("kind") != "train":
-            return None
-        status = run.status()
-        summary = run.summary() if status.get("state") == "finished" else None
-        if not summary:
-            return None
-        info = run_info(run)
-    except (SampleSiftError, KeyError):
-        return None
-    return {**info, **{c: summary.get(c) for c in _SUMMARY_COLUMNS}, "finished": status.get("updated")}
-
-
-def _table(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame(list(rows), columns=RESULT_COLUMNS)
-    for column in ("size", "steps_planned", "steps", "steps_fast", "images_seen"):
-        frame[column] = frame[column].astype("Int64")
-    for column in ("split", "time_budget", "test_accuracy", "wall_time_s"):
-        frame[column] = frame[column].astype("float64")
-    return frame
-
-
-def results_table(workspace: Workspace | str | Path | None = None, dataset: str | None = None) -> pd.DataFrame:
-    """One row per finished training run (see :data:`RESULT_COLUMNS`), optionally for one data set key.
-
-    ``protocol`` is ``equal-steps`` or ``equal-time``; ``selector`` is the method (with
-    ``+balanced``) or ``full-data`` at split 0; ``steps_planned`` is the configured step
-    count (empty for equal-time runs, whose achieved ``steps`` vary with the machine);
-    ``test_accuracy`` is that of the averaged weights; ``wall_time_s`` counts training
-    steps only (warm-up and evaluation excluded). When one configuration was run more than
-    once, only its latest finished run is kept, so statistics never count a seed twice.
-    """
-    rows = [row for run in RunStore(workspace) if (row := _run_row(run)) is not None]
-    if dataset is not None:
-        rows = [row for row in rows if row["dataset"] == dataset]
-    frame = _table(rows)
-    frame = frame.sort_values("finished", kind="stable").drop_duplicates("config_key", keep="last")
-    return frame.sort_values(["protocol", "selector", "split", "seed"], kind="stable").reset_index(drop=True)
-
-
-def write_table(table: pd.DataFrame, folder: str | Path, stem: str = "results") -> list[Path]:
-    """Write a results table as CSV and Parquet (atomically); return the paths."""
-    folder = Path(folder)
-    csv = atomic_write_bytes(folder / f"{stem}.csv", table.to_csv(index=False).encode("utf-8"))
-    parquet = atomic_write_bytes(folder / f"{stem}.parquet", table.to_parquet(index=False))
-    return [csv, parquet]
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> dict[str, float]:
-    """Mean, sample standard deviation (n - 1) and a Student-t confidence interval of the mean.
-
-    With one value the spread and interval are NaN: one seed says nothing about spread.
-    """
-    from scipy import stats
-
-    data = np.asarray(values, dtype=np.float64)
-    data = data[np.isfinite(data)]
-    n = len(data)
-    mean = float(data.mean()) if n else math.nan
-    if n < 2:
-        return {"n": n, "mean": mean, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan}
-    std = float(data.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
-
-
-def summarize(
-    table: pd.DataFrame, value: str = "test_accuracy", by: Sequence[str] = tuple(CELL_COLUMNS)
-) -> pd.DataFrame:
-    """Per cell (all columns of ``by``; seeds pooled): n, mean, std, 95% interval, min and max of ``value``."""
-    rows = []
-    for cell, group in table.groupby(list(by), dropna=False, sort=True):
-        values = group[value].to_numpy(dtype=np.float64)
-        rows.append(
-            {
-                **dict(zip(by, cell, strict=True)),
-                **mean_interval(values),
-                "min": float(np.nanmin(values)),
-                "max": float(np.nanmax(values)),
-                "seeds": ",".join(str(s) for s in sorted(group["seed"])),
-            }
-        )
-    return pd.DataFrame(rows, columns=[*by, "n", "mean", "std", "ci_low", "ci_high", "min", "max", "seeds"])
-
-
-def time_to_target(table: pd.DataFrame, target: float) -> pd.DataFrame:
-    """Steps and training seconds each run took to first reach ``target`` test accuracy.
-
-    Read from the run's evaluations (averaged weights), so the resolution is the spacing of
-    its evaluations; a run that never reached the target gets NaN. ``target`` is a fraction
-    (0.4 for 40%).
-    """
-    rows = []
-    for row in table.itertuples(index=False):
-        evals = Run(row.path).metrics("eval")
-        reached = evals[evals["test_accuracy"] >= target] if not evals.empty else evals
-        first = reached.iloc[0] if len(reached) else None
-        rows.append(
-            {
-                "run_id": row.run_id,
-                **{c: getattr(row, c) for c in CELL_COLUMNS},
-                "seed": row.seed,
-                "target": target,
-                "steps_to_target": None if first is None else int(first["step"]),
-                "seconds_to_target": math.nan if first is None else float(first["wall_time_s"]),
-                "evaluations": len(evals),
-            }
-        )
-    frame = pd.DataFrame(rows)
-    if not frame.empty:
-        frame["steps_to_target"] = frame["steps_to_target"].astype("Int64")
-    return frame
 
 
 # --------------------------------------------------------------------------- outputs

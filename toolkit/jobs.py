@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.artifacts import atomic_write_json, exclusive_lock, lock_is_held, pid_alive, read_json, safe_name
+from toolkit.artifacts import atomic_write_json, exclusive_lock, lock_is_held, pid_alive, read_json, safe_name, utc_now
 from toolkit.errors import SampleSiftError, require
 from toolkit.workspace import Workspace, as_workspace
 
@@ -60,10 +60,6 @@ CANCELLED_BEFORE_START = "cancelled before it started"
 # Processes this interpreter started, so they can be reaped (a finished child that is never
 # waited for stays a zombie, and a zombie still "exists" for os.kill(pid, 0)).
 _children: dict[int, subprocess.Popen] = {}
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -208,7 +204,7 @@ def start_job(
         "targets": targets or {},
         "host": socket.gethostname(),
         "pid": -1,
-        "created": _now(),
+        "created": utc_now(),
     }
     atomic_write_json(path, record)
     log = open(path.with_suffix(".log"), "ab")  # noqa: SIM115 - handed to the child, closed below
@@ -595,7 +591,7 @@ class _Wrapper:
             print(f"samplesift worker: {type(exc).__name__}: {exc}", flush=True)
             code = 1
         state = "cancelled" if self.cancelled else ("finished" if code == 0 else "failed")
-        atomic_write_json(self.path.with_suffix(".end.json"), {"state": state, "returncode": code, "ended": _now()})
+        atomic_write_json(self.path.with_suffix(".end.json"), {"state": state, "returncode": code, "ended": utc_now()})
         return code
 
 

@@ -43,6 +43,7 @@ from toolkit.artifacts import (
     remove_temporaries,
     safe_name,
     to_jsonable,
+    utc_now,
 )
 from toolkit.errors import SampleSiftError
 from toolkit.workspace import Workspace, as_workspace
@@ -70,10 +71,6 @@ RUN_COLUMNS = [
     "device",
     "created",
 ]
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 class Run:
@@ -145,8 +142,8 @@ class Run:
             "state": state,
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "started": previous.get("started") or _now(),
-            "updated": _now(),
+            "started": previous.get("started") or utc_now(),
+            "updated": utc_now(),
             **extra,
         }
         atomic_write_json(self.path / "status.json", record)
@@ -252,7 +249,7 @@ class RunStore:
             raise SampleSiftError("could not allocate a run id")
         run = Run(path)
         run.lock_path.touch()  # exists from the start, so taking the lock later changes no file
-        atomic_write_json(path / "config.json", {**config, "run_id": run_id, "name": name, "created": _now()})
+        atomic_write_json(path / "config.json", {**config, "run_id": run_id, "name": name, "created": utc_now()})
         run.set_status("queued")
         return run
 

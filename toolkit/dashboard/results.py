@@ -1,11 +1,11 @@
-"""Results page: the paper's Figs. 5-7 and the statistics, from the run store (toolkit.experiments)."""
+"""Results page: the paper's Figs. 5-7 and the statistics, from the run store (toolkit.results)."""
 
 import streamlit as st
 
 from toolkit import jobs
 from toolkit.dashboard import common
 from toolkit.errors import SampleSiftError
-from toolkit.experiments import results_table, summarize, time_to_target
+from toolkit.results import results_table, summarize, time_to_target
 from toolkit.runs import list_runs
 from toolkit.viz.results import accuracy_vs_split, loss_curves, time_budget_bars
 
@@ -24,8 +24,6 @@ SHOWN_COLUMNS = [
     "images_per_s",
     "device",
 ]
-
-AXES = {"wall_time_s": "wall-clock", "step": "steps"}
 
 ctx = common.context()
 dataset = ctx.dataset

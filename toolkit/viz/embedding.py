@@ -23,7 +23,7 @@ from plotly.subplots import make_subplots
 from toolkit.data import ImageDataset
 from toolkit.errors import require
 from toolkit.projection import points_in_box, points_in_polygon
-from toolkit.viz.images import embedding_tile
+from toolkit.viz.images import embedding_tile, to_rgb, upscale
 
 if TYPE_CHECKING:
     from toolkit.encoders.autoencoder import Reconstruction
@@ -385,10 +385,6 @@ def activation_histograms(
     return fig
 
 
-def _rgb(image: np.ndarray) -> np.ndarray:
-    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
-
-
 def figure4(result: Reconstruction, *, height: int = 420) -> go.Figure:
     """The paper's Fig. 4: inputs (top), embeddings drawn as small images, reconstructions.
 
@@ -409,7 +405,7 @@ def figure4(result: Reconstruction, *, height: int = 420) -> go.Figure:
         vertical_spacing=0.04,
     )
     for c in range(count):
-        fig.add_trace(go.Image(z=_rgb(result.inputs[c]), hoverinfo="skip"), row=1, col=c + 1)
+        fig.add_trace(go.Image(z=to_rgb(result.inputs[c]), hoverinfo="skip"), row=1, col=c + 1)
         fig.add_trace(
             go.Heatmap(
                 z=tiles[c],
@@ -423,23 +419,13 @@ def figure4(result: Reconstruction, *, height: int = 420) -> go.Figure:
             row=2,
             col=c + 1,
         )
-        fig.add_trace(go.Image(z=_rgb(result.outputs[c]), hoverinfo="skip"), row=3, col=c + 1)
+        fig.add_trace(go.Image(z=to_rgb(result.outputs[c]), hoverinfo="skip"), row=3, col=c + 1)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
     for c in range(count):  # heatmaps draw bottom-up; images top-down
         fig.update_yaxes(autorange="reversed", scaleanchor=f"x{count + c + 1}", row=2, col=c + 1)
     fig.update_layout(height=height, margin={"l": 10, "r": 40, "t": 40, "b": 10})
     return fig
-
-
-def upscale(image: np.ndarray, size: int) -> np.ndarray:
-    """Enlarge an H x W x C uint8 image by an integer factor (nearest neighbour) to about ``size``.
-
-    Grey images come back as H x W (what image widgets expect).
-    """
-    factor = max(1, size // max(image.shape[:2]))
-    big = np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
-    return big[..., 0] if big.shape[2] == 1 else big
 
 
 def image_grid_items(
@@ -517,7 +503,7 @@ def image_grid(
     for i, image in enumerate(images):
         pixels = image[..., None] if image.ndim == 2 else image
         r, c = divmod(i, columns)
-        fig.add_trace(go.Image(z=_rgb(pixels), hoverinfo="skip"), row=r + 1, col=c + 1)
+        fig.add_trace(go.Image(z=to_rgb(pixels), hoverinfo="skip"), row=r + 1, col=c + 1)
     fig.update_annotations(font_size=10)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)

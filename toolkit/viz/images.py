@@ -1,10 +1,10 @@
-"""Static images (NumPy/Pillow): the paper's Fig. 4 grid and PNG output, used by the CLI."""
+"""Static images (NumPy/Pillow): the paper's Fig. 4 grid, PNG output, and the image helpers the figures share."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -30,13 +30,22 @@ def embedding_tile(latent: np.ndarray) -> np.ndarray:
     return tile
 
 
-def _to_rgb(image: np.ndarray) -> np.ndarray:
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """An H x W x 1 (grey) image as H x W x 3; an RGB image unchanged."""
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
 
 
-def _upscale(image: np.ndarray, height: int) -> np.ndarray:
-    factor = max(1, height // image.shape[0])
-    return np.kron(image, np.ones((factor, factor, 1), dtype=image.dtype))
+def upscale(image: np.ndarray, size: int, *, fit: Literal["longest", "height"] = "longest") -> np.ndarray:
+    """Enlarge an H x W x C image by an integer factor (nearest neighbour) to about ``size`` pixels.
+
+    The factor is ``size`` over the longest side, or over the height with ``fit="height"``
+    (rows of equal height, as in Fig. 4), and at least 1. Grey (one-channel) images come
+    back as H x W (what image widgets expect).
+    """
+    side = image.shape[0] if fit == "height" else max(image.shape[:2])
+    factor = max(1, size // side)
+    big = np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+    return big[..., 0] if big.shape[2] == 1 else big
 
 
 def figure4_image(result: Reconstruction, scale: int = 4, gap: int = 2) -> np.ndarray:
@@ -53,11 +62,11 @@ def figure4_image(result: Reconstruction, scale: int = 4, gap: int = 2) -> np.nd
     span = high - low or 1.0
     columns = []
     for i in range(len(result.indices)):
-        top = _upscale(_to_rgb(result.inputs[i]), size)
-        bottom = _upscale(_to_rgb(result.outputs[i]), size)
+        top = upscale(to_rgb(result.inputs[i]), size, fit="height")
+        bottom = upscale(to_rgb(result.outputs[i]), size, fit="height")
         grey = np.nan_to_num((tiles[i] - low) / span, nan=0.0)
         emb = (grey * 255).round().astype(np.uint8)[..., None]
-        emb = _upscale(_to_rgb(emb), size)
+        emb = upscale(to_rgb(emb), size, fit="height")
         width = max(top.shape[1], emb.shape[1])
         column = np.full((top.shape[0] + emb.shape[0] + bottom.shape[0] + 2 * gap, width, 3), 255, np.uint8)
         column[: top.shape[0], : top.shape[1]] = top

@@ -1,7 +1,7 @@
 """Plotly figures of experiment results: the paper's Figs. 5, 6 and 7, drawn from the results table.
 
-Every figure is computed from :func:`toolkit.experiments.results_table` (or from run
-folders, for loss curves) with the statistics of :mod:`toolkit.experiments`, and states its
+Every figure is computed from :func:`toolkit.results.results_table` (or from run
+folders, for loss curves) with the statistics of :mod:`toolkit.results`, and states its
 protocol on the chart. The CLI's ``sweep`` command and the app's Results page call these
 same functions. :func:`save_figure` writes HTML (self-contained, offline) and PNG (plotly's
 kaleido, which drives a Chrome/Chromium: Debian's ``chromium`` package works).
@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 
 from toolkit.artifacts import atomic_write_bytes, atomic_write_text
 from toolkit.errors import SampleSiftError, require
-from toolkit.experiments import EQUAL_STEPS, EQUAL_TIME, FULL_DATA, mean_interval, run_info
+from toolkit.results import EQUAL_STEPS, EQUAL_TIME, FULL_DATA, mean_interval, run_info
 from toolkit.runs import Run
 
 #: Selectors drawn as shaded bands (the baselines every selector is read against).

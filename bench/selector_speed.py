@@ -26,24 +26,18 @@ Three parts, one run:
 
 The last line printed is one JSON object with every figure. Usage::
 
-    python bench/selectors.py --embeddings cifar10_ae.npz
-    python bench/selectors.py --workspace /path/ws --data /path/cifar10
-    python bench/selectors.py --quick        # small sizes, to check the script
+    python bench/selector_speed.py --embeddings cifar10_ae.npz
+    python bench/selector_speed.py --workspace /path/ws --data /path/cifar10
+    python bench/selector_speed.py --quick        # small sizes, to check the script
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
-# This file shares its name with the standard library's ``selectors`` (which subprocess
-# imports); run as a script, its folder would shadow it, so take the folder off the path.
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
-
 import argparse
 import json
+import os
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -52,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(HERE).parent
+REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
