@@ -5,8 +5,9 @@ Inputs cover what users and other tools actually pass: sizes from 1 sample up, z
 several embedding dimensions, float16/32/64 and integer embeddings, ties, huge magnitudes,
 NaN and infinities, budgets inside and outside [1, N] (and non-integers and bools), labels
 that are missing, valid, of the wrong length, negative or fractional, and seeds from
-negative to beyond 64 bits. The profile is fixed and derandomized, so a run is repeatable
-and its cost bounded.
+negative to beyond 64 bits. Rules that read per-sample score columns (``needs_sample_scores``)
+get the columns they name, with ties and values near the float64 limits. The profile is fixed
+and derandomized, so a run is repeatable and its cost bounded.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Case:
     seed: Any
     balanced: bool
     fault: str
+    sample_scores: dict[str, np.ndarray] | None = None
 
     @property
     def n(self) -> int:
@@ -78,16 +80,24 @@ _value = st.one_of(
 )
 
 
+_score = st.one_of(
+    st.floats(-1e6, 1e6, allow_nan=False),
+    st.sampled_from([0.0, 1.0]),  # ties
+    st.sampled_from([1.7e308, -1.7e308]),  # near the float64 limits
+)
+
+
 #: What a case breaks: nothing (a valid call) or one documented rule.
 FAULTS = ("none", "budget", "non-finite", "labels", "seed", "no-dimension")
 
 
 @st.composite
-def cases(draw: st.DrawFn, fault: str) -> Case:
+def cases(draw: st.DrawFn, fault: str, score_columns: tuple[str, ...] = ()) -> Case:
     """A valid call, then one thing about it broken (``fault``, one of :data:`FAULTS`).
 
     Breaking one thing at a time makes every refusal rule fire on otherwise valid input,
-    where an error for another reason cannot hide it.
+    where an error for another reason cannot hide it. ``score_columns`` names the per-sample
+    score columns to draw (none for rules that read none, so their cases stay as they were).
     """
     n = draw(st.integers(1, 40))
     d = 0 if fault == "no-dimension" else draw(st.integers(1, 6))
@@ -120,7 +130,9 @@ def cases(draw: st.DrawFn, fault: str) -> Case:
     seed = draw(st.one_of(st.integers(0, 2**32), st.just(2**63 - 1)))
     if fault == "seed":
         seed = draw(st.sampled_from([-1, -(2**40), 2**70, 1.5, None]))
-    return Case(embeddings, k, labels, seed, draw(st.booleans()), fault)
+    balanced = draw(st.booleans())
+    columns = {name: np.array(draw(st.lists(_score, min_size=n, max_size=n))) for name in score_columns}
+    return Case(embeddings, k, labels, seed, balanced, fault, columns or None)
 
 
 #: Counters reported by the summary test at the end of the module.
@@ -133,7 +145,14 @@ def check_selector(method: str, case: Case) -> None:
     TRIED[method] = TRIED.get(method, 0) + 1
     selector = get_selector(method)
     try:
-        result = selector.select(case.embeddings, case.k, labels=case.labels, seed=case.seed, balanced=case.balanced)
+        result = selector.select(
+            case.embeddings,
+            case.k,
+            labels=case.labels,
+            seed=case.seed,
+            balanced=case.balanced,
+            sample_scores=case.sample_scores,
+        )
     except SampleSiftError as exc:
         REFUSED[method] = REFUSED.get(method, 0) + 1
         message = str(exc)
@@ -160,7 +179,14 @@ def check_selector(method: str, case: Case) -> None:
         counts = np.bincount(case.labels[result.indices], minlength=int(case.labels.max()) + 1)
         for cls, quota in class_quotas(case.labels, k).items():
             assert counts[cls] == quota, f"class {cls}: {counts[cls]} picked, quota {quota}"
-    again = selector.select(case.embeddings, case.k, labels=case.labels, seed=case.seed, balanced=case.balanced)
+    again = selector.select(
+        case.embeddings,
+        case.k,
+        labels=case.labels,
+        seed=case.seed,
+        balanced=case.balanced,
+        sample_scores=case.sample_scores,
+    )
     np.testing.assert_array_equal(again.indices, result.indices, err_msg="same inputs and seed, other selection")
 
 
@@ -168,7 +194,7 @@ def check_selector(method: str, case: Case) -> None:
 @settings(PROFILE, max_examples=VALID_EXAMPLES)
 @given(data=st.data())
 def test_valid_inputs_give_a_valid_selection(method: str, data: st.DataObject) -> None:
-    check_selector(method, data.draw(cases("none")))
+    check_selector(method, data.draw(cases("none", get_selector(method).score_columns())))
 
 
 @pytest.mark.parametrize("fault", [f for f in FAULTS if f != "none"])
@@ -176,7 +202,7 @@ def test_valid_inputs_give_a_valid_selection(method: str, data: st.DataObject) -
 @settings(PROFILE, max_examples=FAULT_EXAMPLES)
 @given(data=st.data())
 def test_bad_inputs_are_refused_with_a_clear_error(method: str, fault: str, data: st.DataObject) -> None:
-    case = data.draw(cases(fault))
+    case = data.draw(cases(fault, get_selector(method).score_columns()))
     if fault == "no-dimension" and not get_selector(method).needs_embeddings:
         case.fault = "none"  # a rule that ignores the embedding may take N x 0
     check_selector(method, case)

@@ -47,6 +47,9 @@ NAMES = [
     "prototype-easy",
     "prototype-hard",
     "uniqueness",
+    "typiclust",
+    "probcover",
+    "ccs",
 ]
 
 
@@ -57,6 +60,15 @@ def mixed() -> tuple[np.ndarray, np.ndarray]:
     labels = np.repeat([0, 1, 2], [30, 18, 12])
     x = rng.normal(size=(60, 40)).astype(np.float32) + labels[:, None]
     return x, labels
+
+
+def columns_for(name: str, n: int) -> dict[str, np.ndarray] | None:
+    """Synthetic per-sample score columns for the rules that read them (ccs); None for the rest."""
+    selector = get_selector(name)
+    if not selector.needs_sample_scores:
+        return None
+    rng = np.random.default_rng(n)
+    return {column: rng.random(n) for column in selector.score_columns()}
 
 
 def blobs(clusters: int, per: int, dim: int = 12, spread: float = 0.05, seed: int = 0) -> np.ndarray:
@@ -79,7 +91,7 @@ def test_registry_has_every_method_documented() -> None:
 def test_exactly_k_unique_indices_for_any_budget(name: str, mixed: tuple[np.ndarray, np.ndarray]) -> None:
     x, labels = mixed
     for k in (1, 23, len(x)):
-        result = get_selector(name).select(x, k, labels=labels, seed=1)
+        result = get_selector(name).select(x, k, labels=labels, seed=1, sample_scores=columns_for(name, len(x)))
         assert len(result.indices) == k and len(np.unique(result.indices)) == k
         assert result.indices.min() >= 0 and result.indices.max() < len(x)
         assert result.scores.shape == (len(x),) and np.isfinite(result.scores).all()
@@ -92,7 +104,8 @@ def test_balanced_quotas_are_exact(name: str, mixed: tuple[np.ndarray, np.ndarra
     x, labels = mixed
     # 30/18/12 of 60 at k = 17: exact shares 8.5 / 5.1 / 3.4 -> floors 8/5/3, one left for the largest remainder
     assert class_quotas(labels, 17) == {0: 9, 1: 5, 2: 3}
-    result = get_selector(name).select(x, 17, labels=labels, seed=2, balanced=True)
+    columns = columns_for(name, len(x))
+    result = get_selector(name).select(x, 17, labels=labels, seed=2, balanced=True, sample_scores=columns)
     assert np.bincount(labels[result.indices], minlength=3).tolist() == [9, 5, 3]
     assert result.balanced and result.info["quotas"] == {"0": 9, "1": 5, "2": 3}
     assert len(np.unique(result.indices)) == 17
@@ -101,16 +114,22 @@ def test_balanced_quotas_are_exact(name: str, mixed: tuple[np.ndarray, np.ndarra
 @pytest.mark.parametrize("name", NAMES)
 def test_same_seed_same_indices(name: str, mixed: tuple[np.ndarray, np.ndarray]) -> None:
     x, labels = mixed
-    first = get_selector(name).select(x, 20, labels=labels, seed=5)
-    again = get_selector(name).select(torch.from_numpy(x), 20, labels=labels, seed=5)  # a tensor works too
+    columns = columns_for(name, len(x))
+    first = get_selector(name).select(x, 20, labels=labels, seed=5, sample_scores=columns)
+    again = get_selector(name).select(torch.from_numpy(x), 20, labels=labels, seed=5, sample_scores=columns)  # tensor
     np.testing.assert_array_equal(first.indices, again.indices)
     np.testing.assert_allclose(first.scores, again.scores)
 
 
-@pytest.mark.parametrize("name", ["random", "k-center", "k-means", "stratified-dimension", "topk-pairs"])
+@pytest.mark.parametrize(
+    "name", ["random", "k-center", "k-means", "stratified-dimension", "topk-pairs", "typiclust", "ccs"]
+)
 def test_seeded_rules_change_with_the_seed(name: str, mixed: tuple[np.ndarray, np.ndarray]) -> None:
     x, labels = mixed
-    picks = {tuple(get_selector(name).select(x, 20, labels=labels, seed=s).indices) for s in range(4)}
+    columns = columns_for(name, len(x))
+    picks = {
+        tuple(get_selector(name).select(x, 20, labels=labels, seed=s, sample_scores=columns).indices) for s in range(4)
+    }
     assert len(picks) > 1
 
 
@@ -118,14 +137,15 @@ def test_seeded_rules_change_with_the_seed(name: str, mixed: tuple[np.ndarray, n
 def test_bad_budget_and_non_finite_embeddings_are_refused(name: str, mixed: tuple[np.ndarray, np.ndarray]) -> None:
     x, labels = mixed
     selector = get_selector(name)
+    columns = columns_for(name, len(x))
     for k in (0, len(x) + 1):
         with pytest.raises(SampleSiftError, match=r"out of range: choose 1 <= K <= 60"):
-            selector.select(x, k, labels=labels)
+            selector.select(x, k, labels=labels, sample_scores=columns)
     for bad in (np.nan, np.inf):
         broken = x.copy()
         broken[3, 4] = bad
         with pytest.raises(SampleSiftError, match=r"NaN or infinite values in 1 row"):
-            selector.select(broken, 5, labels=labels)
+            selector.select(broken, 5, labels=labels, sample_scores=columns)
 
 
 def test_unknown_parameter_is_refused() -> None:
@@ -148,7 +168,7 @@ def test_k_center_picks_the_far_points(dim: int | None) -> None:
     assert set(np.argsort(-result.scores, kind="stable")[:5]) == set(result.indices)
 
 
-@pytest.mark.parametrize("name", ["facility-location", "k-means", "k-center"])
+@pytest.mark.parametrize("name", ["facility-location", "k-means", "k-center", "typiclust"])
 def test_well_separated_clusters_get_one_pick_each(name: str) -> None:
     x = blobs(clusters=6, per=25)
     cluster = np.repeat(np.arange(6), 25)

@@ -10,7 +10,9 @@ Families and their modules:
 * Eq. 3 and geometry: ``k-center``, ``max-sum``, ``herding`` (:mod:`.geometry`);
 * clustering: ``k-means``, ``prototype-easy``, ``prototype-hard`` (:mod:`.cluster`);
 * submodular: ``facility-location``, ``feature-based`` (:mod:`.submodular`);
-* density: ``uniqueness``, ``moderate`` (:mod:`.density`).
+* density: ``uniqueness``, ``moderate`` (:mod:`.density`);
+* low budget: ``typiclust``, ``probcover``, and ``ccs``, which ranks by a per-sample
+  training-dynamics score column (``sample_scores``) instead of the embedding (:mod:`.lowbudget`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from toolkit.selectors.cluster import KMeansRepresentatives, PrototypeEasy, Prot
 from toolkit.selectors.density import Moderate, Uniqueness
 from toolkit.selectors.dimensions import StratifiedDimension, TopKActivationPCA, TopKPairs, TopKPenalized
 from toolkit.selectors.geometry import Herding, KCenterGreedy, MaxSumDispersion
+from toolkit.selectors.lowbudget import CoverageCentricSelection, ProbCover, TypiClust
 from toolkit.selectors.random import RandomBalancedSelector, RandomSelector
 from toolkit.selectors.submodular import FacilityLocation, FeatureBased
 
@@ -47,6 +50,9 @@ SELECTORS: dict[str, type[Selector]] = {
         PrototypeEasy,
         PrototypeHard,
         Uniqueness,
+        TypiClust,
+        ProbCover,
+        CoverageCentricSelection,
     )
 }
 

@@ -12,11 +12,18 @@ Embeddings may be a NumPy array or a torch tensor on any device; selectors compu
 on the embeddings' device, so CUDA embeddings are selected on the GPU. ``balanced=True``
 gives every class a quota proportional to its frequency (largest remainders) and runs the
 selector inside each class.
+
+Some rules rank samples by per-sample scores rather than (only) by the embedding, such as
+training dynamics (EL2N, AUM, forgetting counts) of a proxy model. They set
+``needs_sample_scores`` and read named columns passed as ``sample_scores={"el2n": ...}``;
+the base class validates every column and, in balanced mode, slices them by class like the
+embeddings.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -135,6 +142,45 @@ def check_labels(labels: np.ndarray | torch.Tensor | None, n: int) -> np.ndarray
     return array.astype(np.int64)
 
 
+SampleScores = Mapping[str, np.ndarray | torch.Tensor]
+"""Named per-sample score columns (e.g. ``{"el2n": ..., "aum": ...}``), each of length N."""
+
+
+def check_sample_scores(sample_scores: SampleScores | None, n: int) -> dict[str, np.ndarray]:
+    """Validate named per-sample score columns and return them as float64 NumPy arrays.
+
+    Every column must be numeric (not boolean), one value per sample and finite; the message
+    names the column and the problem. ``None`` gives no columns.
+    """
+    if sample_scores is None:
+        return {}
+    require(
+        isinstance(sample_scores, Mapping),
+        f"sample scores must be a mapping of column name to one value per sample, got {type(sample_scores).__name__}",
+    )
+    columns: dict[str, np.ndarray] = {}
+    for name, column in sample_scores.items():
+        require(isinstance(name, str) and name != "", f"sample score columns need non-empty string names, got {name!r}")
+        array = column.detach().cpu().numpy() if isinstance(column, torch.Tensor) else np.asarray(column)
+        require(
+            np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating),
+            f"sample score column {name!r} must be numeric, got dtype {array.dtype}",
+        )
+        require(
+            array.ndim == 1 and len(array) == n,
+            f"sample score column {name!r} must hold one value per sample ({n}), got shape {array.shape}",
+        )
+        values = array.astype(np.float64)
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        require(
+            bad == 0,
+            f"sample score column {name!r} holds NaN or infinite values for {bad} sample(s); "
+            "recompute the scores or drop those samples before selecting",
+        )
+        columns[name] = values
+    return columns
+
+
 def class_quotas(labels: np.ndarray, k: int) -> dict[int, int]:
     """Per-class budgets proportional to class frequency, rounded by largest remainders.
 
@@ -160,6 +206,9 @@ class Selector:
     Class attributes:
         name: the registry name.
         needs_embeddings: False for rules that only need the sample count (random).
+        needs_sample_scores: True for rules that read per-sample score columns
+            (:meth:`score_columns` names them); such a rule implements
+            :meth:`_select_with_scores` instead of :meth:`_select`.
         always_balanced: True for rules that are class-balanced by definition.
         score_meaning: what :attr:`SelectionResult.scores` means for this rule.
         source: where the rule comes from (paper, library, article).
@@ -167,6 +216,7 @@ class Selector:
 
     name: ClassVar[str] = ""
     needs_embeddings: ClassVar[bool] = True
+    needs_sample_scores: ClassVar[bool] = False
     always_balanced: ClassVar[bool] = False
     score_meaning: ClassVar[str] = ""
     source: ClassVar[str] = ""
@@ -188,6 +238,10 @@ class Selector:
     def default_params(cls) -> dict[str, Any]:
         return {}
 
+    def score_columns(self) -> tuple[str, ...]:
+        """Names of the sample-score columns this rule reads with its current parameters."""
+        return ()
+
     def select(
         self,
         embeddings: np.ndarray | torch.Tensor,
@@ -196,6 +250,7 @@ class Selector:
         labels: np.ndarray | torch.Tensor | None = None,
         seed: int = 0,
         balanced: bool = False,
+        sample_scores: SampleScores | None = None,
     ) -> SelectionResult:
         """Pick exactly ``k`` unique samples.
 
@@ -205,6 +260,8 @@ class Selector:
             labels: class index per sample; required with ``balanced=True``.
             seed: seeds every random choice the rule makes.
             balanced: per-class quotas proportional to class frequency.
+            sample_scores: named per-sample score columns (length N, finite), validated
+                whenever given; only rules with ``needs_sample_scores`` read them.
         """
         x, input_scale = rescaled(as_tensor(embeddings))
         n = int(x.shape[0])
@@ -216,6 +273,15 @@ class Selector:
             f"{self.name} selects by embedding, but the embeddings have no dimensions (N x 0); "
             "train an autoencoder first (samplesift embed)",
         )
+        columns = check_sample_scores(sample_scores, n)
+        missing = [name for name in self.score_columns() if name not in columns] if self.needs_sample_scores else []
+        if missing:
+            present = f" (it has {', '.join(map(repr, columns))})" if columns else ""
+            raise SampleSiftError(
+                f"{self.name} ranks samples by the training-dynamics score {missing[0]!r}, which this embedding "
+                f"does not have{present}; make a proxy embedding (samplesift embed --encoder proxy) and "
+                "select with --embedding <its name>"
+            )
         info: dict[str, Any] = {} if input_scale == 1.0 else {"input_scale": input_scale}
         balanced = balanced or self.always_balanced
         if balanced:
@@ -227,7 +293,9 @@ class Selector:
             class_info: dict[str, Any] = {}
             for cls, quota in quotas.items():
                 members = np.flatnonzero(y == cls)
-                local_idx, local_scores, local_by, local_info = self._run(x, members, quota, derive_seed(seed, cls))
+                local_idx, local_scores, local_by, local_info = self._run(
+                    x, members, quota, derive_seed(seed, cls), columns
+                )
                 scores[members] = local_scores
                 if local_info:
                     class_info[str(cls)] = local_info
@@ -240,7 +308,7 @@ class Selector:
             if class_info:
                 info["classes"] = class_info
         else:
-            indices, scores, picked_by, info = self._run(x, np.arange(n), k, seed)
+            indices, scores, picked_by, info = self._run(x, np.arange(n), k, seed, columns)
         indices = np.asarray(indices, dtype=np.int64)
         if len(np.unique(indices)) != k:  # a broken rule must never pass silently
             raise RuntimeError(f"selector {self.name} returned {len(np.unique(indices))} unique of {k} indices")
@@ -256,13 +324,18 @@ class Selector:
         )
 
     def _run(
-        self, x: torch.Tensor, members: np.ndarray, k: int, seed: int
+        self, x: torch.Tensor, members: np.ndarray, k: int, seed: int, columns: dict[str, np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Run the rule on the rows ``members`` of ``x``; indices are positions in ``members``."""
+        """Run the rule on the rows ``members`` of ``x`` (and of ``columns``); indices are positions in ``members``."""
         if k == 0:
             return np.zeros(0, np.int64), np.zeros(len(members)), np.zeros(0, np.int64), {}
-        pool = x if len(members) == x.shape[0] else x[torch.as_tensor(members, device=x.device)]
-        indices, scores, picked_by, *rest = self._select(pool, k, seed)
+        whole = len(members) == x.shape[0]
+        pool = x if whole else x[torch.as_tensor(members, device=x.device)]
+        if self.needs_sample_scores:
+            pool_columns = columns if whole else {name: values[members] for name, values in columns.items()}
+            indices, scores, picked_by, *rest = self._select_with_scores(pool, k, seed, pool_columns)
+        else:
+            indices, scores, picked_by, *rest = self._select(pool, k, seed)
         return (
             _to_numpy(indices).astype(np.int64),
             _to_numpy(scores).astype(np.float64),
@@ -276,6 +349,16 @@ class Selector:
         The optional fourth element is a JSON-ready dict of facts about the run (objective
         value, iterations, ...); it lands in :attr:`SelectionResult.info` (per class under
         ``info["classes"]`` in balanced mode).
+        """
+        raise NotImplementedError
+
+    def _select_with_scores(
+        self, x: torch.Tensor, k: int, seed: int, sample_scores: dict[str, np.ndarray]
+    ) -> tuple[Any, ...]:
+        """:meth:`_select` for rules with ``needs_sample_scores``: the same contract, plus the pool's columns.
+
+        ``sample_scores`` holds every validated column (float64), its rows aligned with ``x``
+        (in balanced mode: the class's rows); the columns of :meth:`score_columns` are present.
         """
         raise NotImplementedError
 
