@@ -2,7 +2,7 @@
 
 CIFAR-10 is read from ``$SAMPLESIFT_CIFAR10`` (default ``../shared/datasets/cifar10`` beside the
 repository); tests that need it skip with the reason when it is absent. Session-scoped
-workspaces keep the decode cache and trained autoencoders across tests, so each is made once.
+workspaces keep the decode cache and trained embeddings across tests, so each is made once.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from toolkit.data import ImageDataset, load_dataset
-from toolkit.embed import AutoencoderConfig, Embedding, train_autoencoder
+from toolkit.embedding import Embedding
+from toolkit.encoders import get_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,8 +50,8 @@ def digits(session_workspace: Path) -> ImageDataset:
 @pytest.fixture(scope="session")
 def digits_embedding(digits: ImageDataset, session_workspace: Path) -> Embedding:
     """A small autoencoder trained on digits (a few seconds on CPU)."""
-    config = AutoencoderConfig(epochs=4, batch=128, device="cpu")
-    return train_autoencoder(digits, config, workspace=session_workspace, progress=False)
+    encoder = get_encoder("autoencoder", epochs=4, batch=128, device="cpu")
+    return encoder.embed(digits, workspace=session_workspace, progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -24,10 +24,10 @@ import streamlit as st
 import streamlit.testing.v1.app_test as app_test_module
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
+from toolkit.embed import AutoencoderConfig, Embedding, train_autoencoder
 from torchvision.datasets import ImageFolder
 
 from toolkit.data import ImageDataset
-from toolkit.embed import AutoencoderConfig, Embedding, train_autoencoder
 from toolkit.export import export_selection
 from toolkit.jobs import cancel_run
 from toolkit.projection import load_or_compute_projection, points_in_polygon, stratified_subsample

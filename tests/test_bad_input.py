@@ -26,10 +26,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from toolkit.embed import AutoencoderConfig, train_autoencoder
 
 from toolkit.artifacts import atomic_write_json, fingerprint_arrays
 from toolkit.data import load_dataset
-from toolkit.embed import AutoencoderConfig, train_autoencoder
 from toolkit.errors import SampleSiftError
 from toolkit.runs import RunStore
 from toolkit.selection import make_selection

@@ -12,7 +12,7 @@ import pytest
 from toolkit.cli import main
 from toolkit.data import ImageDataset
 from toolkit.diagnostics import SelectionDiagnostics, class_entropy, describe, diagnose, jaccard, jaccard_matrix
-from toolkit.embed import Embedding
+from toolkit.embedding import Embedding
 from toolkit.errors import SampleSiftError
 from toolkit.selection import compare_selections, load_selection, make_selection
 

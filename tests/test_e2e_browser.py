@@ -30,7 +30,7 @@ import pytest
 from conftest import CHROMIUM
 
 from toolkit.data import ImageDataset
-from toolkit.embed import Embedding
+from toolkit.embedding import Embedding
 from toolkit.runs import RunStore
 from toolkit.selection import list_selections
 

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from toolkit.data import ImageDataset
-from toolkit.embed import Embedding
+from toolkit.embedding import Embedding
 from toolkit.errors import SampleSiftError
 from toolkit.experiments import (
     Grid,

@@ -39,10 +39,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from toolkit.embed import AutoencoderConfig, _lock_path, train_autoencoder, training_progress
 
 from toolkit.artifacts import _process_umask, atomic_directory, atomic_write_json, exclusive_lock
 from toolkit.data import load_dataset
-from toolkit.embed import AutoencoderConfig, _lock_path, train_autoencoder, training_progress
 from toolkit.errors import NonFiniteLossError, SampleSiftError
 from toolkit.runs import Run, RunStore, load_weights_only
 from toolkit.train import TrainConfig, prepare, resume, train

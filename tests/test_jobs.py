@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from toolkit.embed import AutoencoderConfig, Embedding, training_progress
 
 from toolkit import jobs
 from toolkit.artifacts import lock_is_held
 from toolkit.data import ImageDataset, load_dataset
-from toolkit.embed import AutoencoderConfig, Embedding, training_progress
 from toolkit.errors import SampleSiftError
 from toolkit.projection import find_projection
 from toolkit.runs import RunStore

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from toolkit import projection as proj
-from toolkit.embed import Embedding
+from toolkit.embedding import Embedding
 from toolkit.errors import SampleSiftError
 from toolkit.projection import (
     find_projection,

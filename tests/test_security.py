@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from toolkit.embed import AutoencoderConfig, load_embedding, reconstruct, train_autoencoder
 
 from toolkit.artifacts import confined_path
 from toolkit.data import load_dataset
-from toolkit.embed import AutoencoderConfig, load_embedding, reconstruct, train_autoencoder
 from toolkit.errors import SampleSiftError
 from toolkit.runs import RunStore, load_weights_only
 from toolkit.selection import make_selection

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from toolkit.data import ImageDataset
-from toolkit.embed import Embedding
+from toolkit.embedding import Embedding
 from toolkit.errors import SampleSiftError
 from toolkit.selection import load_selection, make_selection, resolve_budget
 from toolkit.selectors import class_quotas, get_selector

@@ -287,12 +287,13 @@ class TrainingLoop:
         )
 
     def checkpoint_state(self) -> dict[str, Any]:
-        return {"task": self.task.state_dict(), "progress": self.state.to_dict()}
+        """The task's state (``model``, ``optimizer``, ...) with the loop's ``progress`` beside it."""
+        return {**self.task.state_dict(), "progress": self.state.to_dict()}
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Load a checkpoint; one that does not fit this run's model or data is refused."""
         try:
-            self.task.load_state_dict(checkpoint["task"])
+            self.task.load_state_dict({k: v for k, v in checkpoint.items() if k != "progress"})
             self.state = LoopProgress.from_dict(checkpoint["progress"])
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, SampleSiftError) as exc:
             raise SampleSiftError(
