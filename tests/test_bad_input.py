@@ -26,10 +26,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from toolkit.embed import AutoencoderConfig, train_autoencoder
 
 from toolkit.artifacts import atomic_write_json, fingerprint_arrays
 from toolkit.data import load_dataset
+from toolkit.encoders import get_encoder
 from toolkit.errors import SampleSiftError
 from toolkit.runs import RunStore
 from toolkit.selection import make_selection
@@ -70,20 +70,20 @@ def base_workspace(tmp_path_factory: pytest.TempPathFactory, one_torch_thread: N
     root = tmp_path_factory.mktemp("base-workspace")
     ws = Workspace(root)
     digits = load_dataset("digits", workspace=ws)
-    train_autoencoder(digits, AutoencoderConfig(epochs=1, batch=128, device="cpu"), workspace=ws, progress=False)
+    get_encoder("autoencoder", epochs=1, batch=128, device="cpu").embed(digits, workspace=ws, progress=False)
     make_selection(digits, "topk-activation", size=50, name="topk50", workspace=ws)
     make_selection(digits, "random", size=30, name="rand30", workspace=ws)
     quick = TrainConfig(steps=3, batch=16, evals=0, device="cpu", checkpoint_every=1)
     train(digits, quick, workspace=ws, name="done", progress=False)
     # An interrupted run and an interrupted autoencoder training, as Ctrl-C leaves them.
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("toolkit.train._Trainer.run_eval", _interrupt)
+        patch.setattr("toolkit.train.ClassifierTask.evaluate", _interrupt)
         with pytest.raises(KeyboardInterrupt):
             train(digits, quick, workspace=ws, name="halfway", progress=False)
-        patch.setattr("toolkit.embed.embed_images", _interrupt)
+        patch.setattr("toolkit.encoders.autoencoder.embed_images", _interrupt)
         with pytest.raises(KeyboardInterrupt):
-            config = AutoencoderConfig(epochs=1, batch=128, device="cpu", checkpoint_every=1)
-            train_autoencoder(digits, config, workspace=ws, name="half", progress=False)
+            encoder = get_encoder("autoencoder", epochs=1, batch=128, device="cpu", checkpoint_every=1)
+            encoder.embed(digits, workspace=ws, name="half", progress=False)
     return root
 
 
@@ -243,7 +243,7 @@ def _selection_not_json(ws: Path, tmp: Path) -> list[str]:
 
 def _stale_selection(ws: Path, tmp: Path) -> list[str]:
     # The autoencoder now has another (valid, self-consistent) embedding, as after retraining.
-    folder = Workspace(ws).autoencoder_dir(_digits_key())
+    folder = Workspace(ws).embedding_dir(_digits_key(), "autoencoder")
     vectors = np.load(folder / "embeddings.npy") + 1.0
     np.save(folder / "embeddings.npy", vectors)
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -253,13 +253,13 @@ def _stale_selection(ws: Path, tmp: Path) -> list[str]:
 
 
 def _truncated_embeddings(ws: Path, tmp: Path) -> list[str]:
-    path = Workspace(ws).autoencoder_dir(_digits_key()) / "embeddings.npy"
+    path = Workspace(ws).embedding_dir(_digits_key(), "autoencoder") / "embeddings.npy"
     path.write_bytes(path.read_bytes()[:500])
     return ["select", "--method", "topk-activation", "--size", "10", "--name", "fresh"]
 
 
 def _replaced_embeddings(ws: Path, tmp: Path) -> list[str]:
-    path = Workspace(ws).autoencoder_dir(_digits_key()) / "embeddings.npy"
+    path = Workspace(ws).embedding_dir(_digits_key(), "autoencoder") / "embeddings.npy"
     np.save(path, np.load(path)[::-1].copy())
     return ["select", "--method", "topk-activation", "--size", "10", "--name", "fresh"]
 
@@ -267,19 +267,23 @@ def _replaced_embeddings(ws: Path, tmp: Path) -> list[str]:
 def _swapped_weights(ws: Path, tmp: Path) -> list[str]:
     from safetensors.torch import load_file, save_file
 
-    path = Workspace(ws).autoencoder_dir(_digits_key()) / "model.safetensors"
+    path = Workspace(ws).embedding_dir(_digits_key(), "autoencoder") / "model.safetensors"
     state = load_file(str(path))
     save_file({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, str(path))
     return ["reconstruct", "--indices", "1,2", "--out", str(tmp / "figure.png")]
 
 
 def _foreign_autoencoder(ws: Path, tmp: Path) -> list[str]:
-    # An autoencoder folder copied over from another data set (its manifest says so).
-    path = Workspace(ws).autoencoder_dir(_digits_key()) / "manifest.json"
+    # An embedding folder copied over from another data set (its manifest says so).
+    path = Workspace(ws).embedding_dir(_digits_key(), "autoencoder") / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["dataset"]["fingerprint"] = "0" * 32
     atomic_write_json(path, manifest)
-    return ["select", "--method", "topk-activation", "--size", "10", "--name", "fresh"]
+    return ["select", "--method", "topk-activation", "--size", "10", "--name", "fresh", "--embedding", "autoencoder"]
+
+
+def _resume_run_as_embed(ws: Path, tmp: Path) -> list[str]:
+    return ["embed", "--resume", _run(ws, "halfway").name]
 
 
 def _changed_data_behind_run(ws: Path, tmp: Path) -> list[str]:
@@ -352,11 +356,20 @@ CASES = [
         _args("reconstruct", "--indices", "5000", "--out", "/tmp/never.png"),
         r"indices must be in \[0, 1437\)",
     ),
+    Case("embed-resume-unknown", "arguments", _args("embed", "--resume", "nope"), "no run 'nope'"),
+    Case("embed-resume-classifier-run", "arguments", _resume_run_as_embed, "is not an embedding run"),
+    Case("embed-unknown-encoder", "arguments", _args("embed", "--encoder", "clip"), "unknown encoder 'clip'"),
     Case(
-        "embed-resume-other-settings",
+        "embed-option-not-taken",
         "arguments",
-        _args("embed", "--name", "half", "--resume", "--epochs", "2", "--batch", "128", "--device", "cpu"),
-        r"used other settings \(epochs differ\).*without --resume to start over",
+        _args("embed", "--encoder", "pixels-pca", "--epochs", "2"),
+        "encoder 'pixels-pca' has no option.*epochs",
+    ),
+    Case(
+        "embed-unknown-embedding",
+        "arguments",
+        _args("select", "--method", "k-means", "--size", "5", "--embedding", "nope"),
+        "has no embedding named 'nope'",
     ),
     # configurations
     Case(
@@ -402,7 +415,7 @@ CASES = [
         "selection-stale",
         "artifacts",
         _stale_selection,
-        "earlier embedding of autoencoder 'default'.*samplesift select",
+        "earlier version of embedding 'autoencoder'.*samplesift select",
     ),
     Case("embeddings-truncated", "artifacts", _truncated_embeddings, "cannot be read.*samplesift embed"),
     Case(
@@ -411,9 +424,12 @@ CASES = [
         _replaced_embeddings,
         "do not match their recorded fingerprint.*samplesift embed",
     ),
-    Case("weights-swapped", "artifacts", _swapped_weights, "not the ones its embedding was made with"),
+    Case("weights-swapped", "artifacts", _swapped_weights, "not the ones embedding 'autoencoder' was made with"),
     Case(
-        "autoencoder-other-data", "artifacts", _foreign_autoencoder, "was trained on other data; run `samplesift embed"
+        "embedding-other-data",
+        "artifacts",
+        _foreign_autoencoder,
+        "was made on other data; remake it with `samplesift embed",
     ),
     Case("data-changed-under-run", "artifacts", _changed_data_behind_run, "the data behind run .* changed"),
 ]

@@ -66,10 +66,12 @@ def pipeline_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_pipeline_writes_every_artifact(pipeline_workspace: Path, digits: ImageDataset, capsys) -> None:
     key_dir = pipeline_workspace / "datasets" / digits.key
-    assert (key_dir / "autoencoders" / "default" / "model.safetensors").exists()
+    assert (key_dir / "embeddings" / "autoencoder" / "model.safetensors").exists()
     assert (key_dir / "selections" / "topk-activation-k120-seed0.json").exists()
     assert json.loads((key_dir / "selections" / "rand.json").read_text())["size"] == 144  # 10% of 1,437
-    code, out, _ = run_cli(capsys, "runs", "--workspace", str(pipeline_workspace), "--format", "json")
+    code, out, _ = run_cli(
+        capsys, "runs", "--workspace", str(pipeline_workspace), "--format", "json", "--kind", "train"
+    )
     assert code == 0
     (row,) = json.loads(out)
     assert row["status"] == "finished" and row["split"] == 0.5 and row["steps"] == 20 and row["name"] == "half"

@@ -39,10 +39,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from toolkit.embed import AutoencoderConfig, _lock_path, train_autoencoder, training_progress
 
 from toolkit.artifacts import _process_umask, atomic_directory, atomic_write_json, exclusive_lock
 from toolkit.data import load_dataset
+from toolkit.encoders import get_encoder
 from toolkit.errors import NonFiniteLossError, SampleSiftError
 from toolkit.runs import Run, RunStore, load_weights_only
 from toolkit.train import TrainConfig, prepare, resume, train
@@ -66,7 +66,7 @@ EMBED_ARGS = ["--epochs", "3", "--batch", "64", "--checkpoint-every", "3", "--de
 
 ZYGOTE = r"""
 import json, os, sys, traceback
-import toolkit.cli, toolkit.data, toolkit.embed, toolkit.selection, toolkit.train
+import toolkit.cli, toolkit.data, toolkit.encoders, toolkit.selection, toolkit.train
 toolkit.artifacts.versions()  # imports torchvision and scikit-learn
 toolkit.data.load_dataset("digits")  # NumPy and scikit-learn only: no torch thread pool exists yet
 for line in sys.stdin:
@@ -368,48 +368,51 @@ def test_kill_a_sweep_worker_then_resume_the_sweep(launcher: Launcher, tmp_path:
 
 
 def test_kill_9_autoencoder_training_resumes_to_identical_weights(launcher: Launcher, tmp_path: Path) -> None:
-    """``samplesift embed`` killed mid-training, then ``--resume``: same weights, same embedding."""
+    """``samplesift embed`` killed mid-training, then ``--resume RUN``: same weights, same embedding."""
     reference_ws, ws = tmp_path / "reference", tmp_path / "faulty"
     reference = launcher.start("embed", *EMBED_ARGS, workspace=reference_ws)
     digits = load_dataset("digits")
-    partial = Workspace(ws).autoencoder_dir(digits.key).parent / ".default.partial"
     (target,) = kill_positions(1, 6, 40)
 
+    def embedding_run() -> Run | None:
+        return next(iter(RunStore(ws)), None)
+
     def checkpointed_step() -> int:
+        run = embedding_run()
         try:
-            return int(load_weights_only(partial / "checkpoint.pt")["step"])
+            return 0 if run is None else int(load_weights_only(run.checkpoint_path)["progress"]["step"])
         except (SampleSiftError, FileNotFoundError):
             return 0  # not written yet (a half-written file cannot be seen: writes are atomic)
 
     process = launcher.start("embed", *EMBED_ARGS, workspace=ws)
     wait_until(lambda: checkpointed_step() >= target, process, f"a checkpoint at step {target}")
     interrupt(process)
-    progress = training_progress(digits, workspace=ws)
-    assert progress is not None and progress["state"] == "interrupted", progress
+    run = embedding_run()
+    assert run is not None and run.status()["state"] == "interrupted", run and run.status()
     killed_after = checkpointed_step()
-    finish(launcher.start("embed", *EMBED_ARGS, "--resume", workspace=ws))
+    finish(launcher.start("embed", "--resume", run.id, workspace=ws))
     finish(reference)
     FAULTS["survived"] += 1
 
-    folder, ref_folder = (Workspace(w).autoencoder_dir(digits.key) for w in (ws, reference_ws))
+    folder, ref_folder = (Workspace(w).embedding_dir(digits.key, "autoencoder") for w in (ws, reference_ws))
     assert (folder / "model.safetensors").read_bytes() == (ref_folder / "model.safetensors").read_bytes()
     assert (folder / "embeddings.npy").read_bytes() == (ref_folder / "embeddings.npy").read_bytes()
     manifest, ref_manifest = (json.loads((f / "manifest.json").read_text()) for f in (folder, ref_folder))
     assert manifest["weights_fingerprint"] == ref_manifest["weights_fingerprint"]
     assert manifest["final_loss"] == ref_manifest["final_loss"] and manifest["steps"] == ref_manifest["steps"]
-    assert not partial.exists(), "the partial folder is removed once the autoencoder is complete"
+    assert run.status()["state"] == "finished" and run.summary()["embedding"] == "autoencoder"
     print(f"autoencoder killed (SIGKILL) after its checkpoint at step {killed_after}; resumed bitwise equal")
 
 
-def test_a_second_process_cannot_train_the_same_autoencoder(tmp_path: Path) -> None:
+def test_a_second_process_cannot_make_the_same_embedding_at_once(tmp_path: Path) -> None:
     digits = load_dataset("digits")
     ws = Workspace(tmp_path)
-    with (
-        exclusive_lock(_lock_path(ws, digits.key, "default"), "held by the test"),
-        pytest.raises(SampleSiftError, match="is being trained by another process"),
-    ):
-        train_autoencoder(digits, AutoencoderConfig(epochs=1, device="cpu"), workspace=ws, progress=False)
-    assert not (ws.autoencoder_dir(digits.key)).exists()
+    encoder = get_encoder("autoencoder", epochs=1, device="cpu")
+    queued = encoder.prepare(digits, workspace=ws)  # another process's run, not started yet
+    with pytest.raises(SampleSiftError, match=f"is already being made \\(run {queued.id}\\)"):
+        encoder.embed(digits, workspace=ws, progress=False)
+    assert [r.id for r in RunStore(ws)] == [queued.id]
+    assert not ws.embedding_dir(digits.key, "autoencoder").exists()
 
 
 # --------------------------------------------------------------------------- run store

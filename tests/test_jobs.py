@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from toolkit.embed import AutoencoderConfig, Embedding, training_progress
 
 from toolkit import jobs
 from toolkit.artifacts import lock_is_held
 from toolkit.data import ImageDataset, load_dataset
+from toolkit.embedding import Embedding
+from toolkit.encoders import get_encoder
 from toolkit.errors import SampleSiftError
 from toolkit.projection import find_projection
 from toolkit.runs import RunStore
@@ -43,27 +44,28 @@ def umap_job(digits: ImageDataset, digits_embedding: Embedding, session_workspac
     return jobs.start_projection(digits, "umap", seed=0, params={"n_neighbors": 10}, workspace=session_workspace)
 
 
-def test_embed_job_reports_progress_and_cancels_keeping_a_checkpoint(session_workspace: Path) -> None:
+def test_embedding_run_reports_progress_and_cancels_keeping_a_checkpoint(session_workspace: Path) -> None:
     small = load_dataset("digits", workspace=session_workspace, max_per_class=30)
-    config = AutoencoderConfig(epochs=400, batch=32, device="cpu", log_every=2, checkpoint_every=3)
-    job = jobs.start_embed(small, config, workspace=session_workspace)
-    assert job.kind == "embed" and job.record["pid"] > 0
-    with pytest.raises(SampleSiftError, match="already being trained"):
-        jobs.start_embed(small, config, workspace=session_workspace)
-    # Progress is read from the file the other process writes.
-    wait_for(lambda: (training_progress(small, workspace=session_workspace) or {}).get("step", 0) >= 4)
-    status = jobs.embed_status(small, workspace=session_workspace)
-    assert status["state"] == "running" and status["phase"] == "training"
-    assert status["total_steps"] == 400 * 10 and status["images_per_s"] > 0 and status["loss"] > 0
-    assert status["eta_s"] > 0
-    job.cancel()
-    assert job.wait(60) == "cancelled"
-    stopped = jobs.embed_status(small, workspace=session_workspace)
-    assert stopped["state"] == "cancelled" and 4 <= stopped["step"] < 4_000
-    # Nothing half-made is published; the last checkpoint (every 3 steps) stays for `samplesift embed --resume`.
-    autoencoders = session_workspace / "datasets" / small.key / "autoencoders"
-    assert not (autoencoders / "default").exists()
-    assert (autoencoders / ".default.partial" / "checkpoint.pt").is_file()
+    encoder = get_encoder("autoencoder", epochs=400, batch=32, device="cpu", log_every=2, checkpoint_every=3)
+    run, job = jobs.start_embedding(small, encoder, workspace=session_workspace)
+    assert job.kind == "train" and job.record["pid"] > 0 and run.config["kind"] == "embed"
+    with pytest.raises(SampleSiftError, match="already being made"):
+        jobs.start_embedding(small, encoder, workspace=session_workspace)
+    # Progress is read from the run store's files, which the other process writes.
+    wait_for(lambda: jobs.run_progress(run).step >= 4)
+    progress = jobs.run_progress(run)
+    assert progress.state == "running" and progress.stage == "training"
+    assert run.config["loop"]["steps"] == 400 * 10 and progress.images_per_s > 0 and progress.loss > 0
+    assert progress.eta_s is not None and progress.eta_s > 0
+    assert jobs.find_embedding_run(small, "autoencoder", workspace=session_workspace).id == run.id
+    assert [r.id for r in jobs.active_embedding_runs(small, workspace=session_workspace)] == [run.id]
+    assert jobs.cancel_run(run) == "interrupted"
+    assert job.wait(60) == "finished", job.log_tail()
+    stopped = jobs.run_progress(run)
+    assert stopped.state == "interrupted" and 4 <= stopped.step < 4_000
+    # Nothing half-made is published; the checkpoint (every 3 steps) stays for `samplesift embed --resume RUN`.
+    assert not session_workspace.joinpath("datasets", small.key, "embeddings", "autoencoder").exists()
+    assert run.checkpoint_path.is_file()
 
 
 def test_queued_runs_train_in_order_and_a_cancelled_one_is_skipped_until_requeued(

@@ -25,10 +25,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from toolkit.embed import AutoencoderConfig, load_embedding, reconstruct, train_autoencoder
 
 from toolkit.artifacts import confined_path
 from toolkit.data import load_dataset
+from toolkit.embedding import load_embedding
+from toolkit.encoders import get_encoder, resume_embedding
+from toolkit.encoders.autoencoder import reconstruct
 from toolkit.errors import SampleSiftError
 from toolkit.runs import RunStore, load_weights_only
 from toolkit.selection import make_selection
@@ -94,7 +96,7 @@ def interrupted_run(tmp_path_factory: pytest.TempPathFactory, one_torch_thread: 
     digits = load_dataset("digits")
     config = TrainConfig(steps=2, batch=8, evals=0, checkpoint_every=1)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("toolkit.train._Trainer.run_eval", _interrupt)
+        patch.setattr("toolkit.train.ClassifierTask.evaluate", _interrupt)
         with pytest.raises(KeyboardInterrupt):
             train(digits, config, workspace=ws, progress=False)
     (run,) = RunStore(ws)
@@ -122,23 +124,27 @@ def test_resuming_a_run_with_a_malicious_checkpoint_is_refused_and_runs_nothing(
     assert run.status()["state"] == "interrupted"
 
 
-def test_resuming_an_autoencoder_with_a_malicious_checkpoint_is_refused(tmp_path: Path) -> None:
+def test_resuming_an_embedding_with_a_malicious_checkpoint_is_refused(tmp_path: Path) -> None:
     digits = load_dataset("digits")
     ws = Workspace(tmp_path / "ws")
-    partial = ws.autoencoder_dir(digits.key).parent / ".default.partial"
-    partial.mkdir(parents=True)
+    encoder = get_encoder("autoencoder", epochs=1, device="cpu", checkpoint_every=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("toolkit.encoders.autoencoder.embed_images", _interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            encoder.embed(digits, workspace=ws, progress=False)
+    (run,) = RunStore(ws)
     marker = tmp_path / "pwned"
-    (partial / "checkpoint.pt").write_bytes(malicious_checkpoint(marker))
+    run.checkpoint_path.write_bytes(malicious_checkpoint(marker, run.load_checkpoint()))
     with pytest.raises(SampleSiftError, match="refused to load"):
-        train_autoencoder(digits, AutoencoderConfig(epochs=1, device="cpu"), workspace=ws, resume=True, progress=False)
+        resume_embedding(run.id, workspace=ws, progress=False)
     assert not marker.exists()
-    assert not ws.autoencoder_dir(digits.key).exists()
+    assert not ws.embedding_dir(digits.key, "autoencoder").exists()
 
 
 def test_pickled_embeddings_are_refused_without_unpickling(tmp_path: Path) -> None:
     digits = load_dataset("digits")
     ws = Workspace(tmp_path / "ws")
-    embedding = train_autoencoder(digits, AutoencoderConfig(epochs=1, batch=256), workspace=ws, progress=False)
+    embedding = get_encoder("autoencoder", epochs=1, batch=256).embed(digits, workspace=ws, progress=False)
     marker = tmp_path / "pwned"
     np.save(embedding.path / "embeddings.npy", np.array([Payload(marker)], dtype=object), allow_pickle=True)
     with pytest.raises(SampleSiftError, match=r"cannot be read .*allow_pickle=False"):
@@ -163,7 +169,7 @@ def test_confined_path_refuses_dot_dot_and_symlink_escapes(tmp_path: Path) -> No
         confined_path(root, "link", "x.json")
 
 
-@pytest.mark.parametrize("planted", ["runs", "selections", "autoencoders", "datasets"])
+@pytest.mark.parametrize("planted", ["runs", "selections", "embeddings", "datasets"])
 def test_a_symlink_planted_in_the_workspace_cannot_lead_writes_outside(
     planted: str, tmp_path: Path, run_cli: RunCli, snapshot: Snapshot
 ) -> None:
@@ -174,7 +180,7 @@ def test_a_symlink_planted_in_the_workspace_cannot_lead_writes_outside(
     link = {
         "runs": ws.root / "runs",
         "selections": ws.root / "datasets" / digits.key / "selections",
-        "autoencoders": ws.root / "datasets" / digits.key / "autoencoders",
+        "embeddings": ws.root / "datasets" / digits.key / "embeddings",
         "datasets": ws.root / "datasets" / digits.key,
     }[planted]
     link.parent.mkdir(parents=True, exist_ok=True)
@@ -183,11 +189,11 @@ def test_a_symlink_planted_in_the_workspace_cannot_lead_writes_outside(
     commands = {
         "runs": ["train", "--steps", "2"],
         "selections": ["select", "--method", "random", "--size", "5"],
-        "autoencoders": ["embed", "--epochs", "1"],
+        "embeddings": ["embed", "--epochs", "1"],
         "datasets": ["select", "--method", "random", "--size", "5"],
     }
     argv = [*commands[planted], "--workspace", str(ws.root)]
-    if planted in ("runs", "autoencoders"):
+    if planted in ("runs", "embeddings"):
         argv.append("--quiet")
     code, err = run_cli(argv)
     assert code == 2 and re.search(r"samplesift: error: path .* resolves to .*outside .*use a plain name", err), err
@@ -229,7 +235,7 @@ def test_the_whole_pipeline_opens_no_connection(tmp_path: Path, monkeypatch: pyt
     network = NetworkBlocked(monkeypatch)
     ws = tmp_path / "ws"
     digits = load_dataset("digits", workspace=ws)
-    embedding = train_autoencoder(digits, AutoencoderConfig(epochs=1, batch=256), workspace=ws, progress=False)
+    embedding = get_encoder("autoencoder", epochs=1, batch=256).embed(digits, workspace=ws, progress=False)
     selection = make_selection(digits, "topk-activation", size=40, workspace=ws)
     run = train(
         digits, TrainConfig(split=0.5, steps=4, batch=16, evals=1), selection=selection, workspace=ws, progress=False

@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(runs, data=False)
     runs.add_argument("--data", help="only runs on this data spec")
     runs.add_argument("--max-per-class", type=_positive_int)
+    runs.add_argument("--kind", choices=("train", "embed"), help="only classifier runs, or only embedding runs")
     runs.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
     project = commands.add_parser("project", help="compute (and cache) a 2-d map of the embedding: UMAP or PCA")
@@ -454,7 +455,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         from toolkit.data import load_dataset
 
         dataset_key = load_dataset(args.data, workspace=args.workspace, max_per_class=args.max_per_class).key
-    table = list_runs(args.workspace, dataset=dataset_key)
+    table = list_runs(args.workspace, dataset=dataset_key, kind=args.kind)
     if args.format == "csv":
         print(table.to_csv(index=False), end="")
     elif args.format == "json":

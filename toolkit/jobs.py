@@ -274,14 +274,7 @@ def start_embedding(
 ) -> tuple[Run, Job]:
     """Record an embedding run (queued) and start a worker for it: any encoder, trained or not."""
     ws = as_workspace(workspace)
-    name = name or encoder.name
-    running = find_embedding_run(dataset, name, workspace=ws)
-    require(
-        running is None or running.status().get("state") not in ("queued", "running"),
-        f"embedding {name!r} of {dataset.key} is already being made (run {running.id if running else ''}); "
-        "wait for it or cancel it",
-    )
-    run = encoder.prepare(dataset, workspace=ws, name=name)
+    run = encoder.prepare(dataset, workspace=ws, name=name)  # refuses a name another run is making now
     return run, start_worker([run.id], workspace=ws)
 
 

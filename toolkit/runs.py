@@ -54,6 +54,7 @@ RUN_STATES = ("queued", "running", "finished", "failed", "interrupted")
 RUN_COLUMNS = [
     "run_id",
     "name",
+    "kind",
     "status",
     "dataset",
     "selection",
@@ -270,8 +271,12 @@ class RunStore:
             if path.is_dir() and not path.name.startswith(".") and (path / "config.json").exists():
                 yield Run(path)
 
-    def table(self, dataset: str | None = None) -> pd.DataFrame:
-        """One row per run (see :data:`RUN_COLUMNS`), optionally for one data set key."""
+    def table(self, dataset: str | None = None, kind: str | None = None) -> pd.DataFrame:
+        """One row per run (see :data:`RUN_COLUMNS`), optionally for one data set key and kind.
+
+        ``kind`` is ``train`` (classifier runs) or ``embed`` (runs that made embeddings; their
+        ``method`` is the encoder).
+        """
         rows = []
         for run in self:
             try:
@@ -281,6 +286,9 @@ class RunStore:
             data = config.get("dataset", {})
             if dataset is not None and data.get("key") != dataset:
                 continue
+            run_kind = config.get("kind", "train")
+            if kind is not None and run_kind != kind:
+                continue
             train = config.get("train", {})
             selection = config.get("selection") or {}
             summary = run.summary() or {}
@@ -288,19 +296,20 @@ class RunStore:
                 {
                     "run_id": run.id,
                     "name": config.get("name"),
+                    "kind": run_kind,
                     "status": run.status().get("state"),
                     "dataset": data.get("key"),
-                    "selection": selection.get("name"),
-                    "method": selection.get("method"),
+                    "selection": selection.get("name") or config.get("embedding"),
+                    "method": selection.get("method") or config.get("encoder"),
                     "selection_size": selection.get("size"),
                     "split": train.get("split"),
-                    "steps": summary.get("steps", train.get("steps")),
+                    "steps": summary.get("steps", train.get("steps", (config.get("loop") or {}).get("steps"))),
                     "time_budget": train.get("time_budget"),
                     "batch": train.get("batch"),
                     "seed": train.get("seed"),
                     "norm": train.get("norm"),
                     "test_accuracy": summary.get("test_accuracy"),
-                    "wall_time_s": summary.get("wall_time_s"),
+                    "wall_time_s": summary.get("wall_time_s", summary.get("train_time_s")),
                     "images_seen": summary.get("images_seen"),
                     "device": summary.get("device"),
                     "created": config.get("created"),
@@ -309,6 +318,8 @@ class RunStore:
         return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
-def list_runs(workspace: Workspace | str | Path | None = None, dataset: str | None = None) -> pd.DataFrame:
-    """All runs of a workspace as a DataFrame (``dataset`` filters by data set key)."""
-    return RunStore(workspace).table(dataset)
+def list_runs(
+    workspace: Workspace | str | Path | None = None, dataset: str | None = None, kind: str | None = None
+) -> pd.DataFrame:
+    """All runs of a workspace as a DataFrame (``dataset`` filters by data set key, ``kind`` by train/embed)."""
+    return RunStore(workspace).table(dataset, kind)

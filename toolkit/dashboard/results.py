@@ -90,4 +90,4 @@ st.dataframe(
     },
 )
 with st.expander("Every run of this data set, in any state"):
-    st.dataframe(list_runs(ctx.workspace, dataset=dataset.key), hide_index=True, key="results_all_runs")
+    st.dataframe(list_runs(ctx.workspace, dataset=dataset.key, kind="train"), hide_index=True, key="results_all_runs")

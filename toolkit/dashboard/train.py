@@ -88,7 +88,7 @@ if st.button("Queue runs", type="primary", icon=":material/play_arrow:", disable
 def live_runs() -> None:
     """Progress of active runs, cancel and resume buttons, and live curves (polled)."""
     store = RunStore(ctx.workspace)
-    table = store.table(dataset.key)
+    table = store.table(dataset.key, "train")
     if table.empty:
         st.caption("No runs for this data set yet.")
         return

@@ -214,6 +214,18 @@ class Encoder:
         name = safe_name(name or self.name, "embedding name")
         self.check(dataset)
         ws.embedding_dir(dataset.key, name)  # a bad name is refused before the run is recorded
+        for other in RunStore(ws):
+            config = other.config
+            if (
+                config.get("kind") == "embed"
+                and config.get("embedding") == name
+                and (config.get("dataset") or {}).get("key") == dataset.key
+                and other.status().get("state") in ("queued", "running")
+            ):
+                raise SampleSiftError(
+                    f"embedding {name!r} of {dataset.key} is already being made (run {other.id}); "
+                    "wait for it, cancel it, or choose another --name"
+                )
         settings = self.loop_settings(dataset)
         config = {
             "kind": "embed",
