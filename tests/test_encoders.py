@@ -178,7 +178,7 @@ def test_nt_xent_is_low_for_matching_views_and_high_for_random_ones() -> None:
     z = torch.randn(16, 8)
     matched = nt_xent(torch.cat([z, z + 0.01 * torch.randn_like(z)]), temperature=0.1)
     shuffled = nt_xent(torch.cat([z, torch.randn_like(z)]), temperature=0.1)
-    assert float(matched) < 0.05 < float(shuffled)
+    assert float(matched) < 0.2 and float(shuffled) > 2.0, (float(matched), float(shuffled))
 
 
 def test_random_resized_views_are_seeded_batched_and_in_range() -> None:

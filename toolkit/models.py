@@ -260,12 +260,14 @@ def count_parameters(model: nn.Module) -> int:
 class ConvEncoder(nn.Module):
     """A small VGG-style trunk for self-supervised (contrastive) training on a CPU.
 
-    Four conv3x3 + batch-norm + ReLU stages of ``widths`` channels; stages 2-4 end in a 2x2
-    max-pool (32 -> 16 -> 8 -> 4 on CIFAR-10). The embedding is the global average of the
-    last two stages' feature maps, concatenated (128 + 256 = 384 values by default):
-    pooling makes it independent of the input size, so the encoder trains on small views
-    and embeds whole images. About 19 M multiply-adds per 24x24 view, some 30x less than a
-    CIFAR ResNet-18, which is what makes tens of epochs fit in half an hour on two cores.
+    Four conv3x3 + batch-norm + ReLU stages of ``widths`` channels; the stages in
+    ``pooled_stages`` (by default the first three) end in a 2x2 max-pool (24 -> 12 -> 6 -> 3
+    for a 24x24 view, 32 -> 16 -> 8 -> 4 for a CIFAR-10 image). The embedding is the global
+    average of the last two stages' feature maps, concatenated (128 + 256 = 384 values by
+    default): pooling makes it independent of the input size, so the encoder trains on small
+    views and embeds whole images. About 8.5 M multiply-adds per 24x24 view (15 M per 32x32
+    image), some 40-60x less than a CIFAR ResNet-18's 0.56 G, which is what makes a dozen or
+    more epochs fit in half an hour on two cores.
     The projection head (Linear-BN-ReLU-Linear, SimCLR's) is used for the loss only.
 
     Args:

@@ -19,6 +19,7 @@ checkpoints and resume, so the app and the CLI follow and cancel every encoder t
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -304,6 +305,8 @@ def loop_facts(loop: TrainingLoop) -> dict[str, Any]:
         "device": summary["device"],
         "device_name": summary["device_name"],
         "precision": summary["precision"],
+        # What else the machine was doing: a shared CPU trains slower (1, 5 and 15-minute averages).
+        "load_average": [round(v, 2) for v in os.getloadavg()],
     }
 
 

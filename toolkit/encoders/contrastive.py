@@ -180,8 +180,8 @@ class ContrastiveEncoder(Encoder):
     and 512, so a contrastive loss with in-batch negatives suits a short CPU budget. A CIFAR
     ResNet-18 costs some 0.56 G multiply-adds per image, hours per epoch on two cores; the
     trunk here (:class:`toolkit.models.ConvEncoder`, four conv3x3-BN-ReLU stages of 32-256
-    channels with early pooling) costs about 30x less and still reaches tens of epochs in
-    half an hour. Settings follow the small-batch CIFAR reproductions (lightly's
+    channels with early pooling) costs some 40-60x less and still reaches a dozen or more
+    epochs in half an hour. Settings follow the small-batch CIFAR reproductions (lightly's
     benchmarks, dkobak/simclr-cifar10): SGD with Nesterov momentum 0.9, weight decay 5e-4,
     linear warm-up then cosine decay; crops of 20-100 % of the area, flips, colour jitter of
     strength 0.5 (0.4 brightness/contrast/saturation, p = 0.8) and grayscale (p = 0.2), all
