@@ -33,9 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmeta import ROOT, add_out_argument, count_flops, finish, header
-
 import torch
+from benchmeta import ROOT, add_out_argument, count_flops, finish, header
 
 from toolkit.data import ImageDataset, load_dataset
 from toolkit.device import configure_threads, synchronize
