@@ -100,8 +100,9 @@ def load_source(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
             labels = np.zeros(len(x), np.int64)
         return np.ascontiguousarray(x, dtype=np.float32), labels.astype(np.int64), f"file {path}"
     if args.workspace and args.data:
-        from toolkit.data import load_dataset
         from toolkit.embed import load_embedding
+
+        from toolkit.data import load_dataset
 
         dataset = load_dataset(args.data, workspace=args.workspace)
         embedding = load_embedding(dataset, workspace=args.workspace)
