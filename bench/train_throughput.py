@@ -12,9 +12,11 @@ augmentation, channels-last, banded-matrix LRN, averaged weights), whose reporte
 warm-up steps first (worker start-up included there), then the timed steps.
 
 Both sides do the same augmentation work: crop, flip, a random contrast factor in [0.2, 1.8)
-and per-image standardisation; with ``--brightness on`` both also add the tutorial's random
-brightness (max delta 63 of 255), which the standardisation cancels, and which SampleSift
-therefore leaves off by default. Both run with the same batch size and torch threads,
+and per-image standardisation; with ``--brightness on`` both also apply a random brightness
+per image (ours: TF's additive delta of up to 63; the reference: torchvision's ColorJitter
+factor in 1 +- 63/255), which the standardisation all but cancels, and which SampleSift
+therefore leaves off by default (earlier README figures were measured while only the
+reference did it). Both run with the same batch size and torch threads,
 alternately, in one process, for both norm choices, the default (batch norm) first; the
 figure of merit is the ratio of the medians over ``--repeats``. The CPU's fp32 matmul peak
 is measured in the same run (a large ``torch.mm``), and the default model's share of it is
