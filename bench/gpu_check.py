@@ -15,6 +15,8 @@ whether the paper's baseline fits the budget:
 4. **Selectors on CUDA tensors**: every selector picks the same samples from a CUDA tensor
    as from the same values on the CPU (N = 2,000 x 216), then each is timed on
    50,000 x 216 CUDA embeddings (within a time budget; the rest are listed as skipped).
+5. With ``--with-tests``: ``tests/test_device_paths.py``, whose CUDA tests run only where
+   CUDA is (a few minutes more; pass/fail counts and the tail of the output are recorded).
 
 Usage::
 
@@ -168,6 +170,24 @@ def selectors(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def device_tests() -> dict[str, Any]:
+    """Run tests/test_device_paths.py (its CUDA tests run here); the summary line and tail are kept."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_device_paths.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0:
+        raise RuntimeError(f"tests/test_device_paths.py failed: {lines[-1] if lines else done.stderr[-500:]}")
+    return {"returncode": done.returncode, "summary": lines[-1] if lines else "", "tail": "\n".join(lines[-15:])}
+
+
 def main() -> None:
     default_data = os.environ.get("SAMPLESIFT_CIFAR10", str(ROOT.parent / "shared" / "datasets" / "cifar10"))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -176,6 +196,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--selector-budget-s", type=float, default=90.0, help="seconds for timing the selectors")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
+    parser.add_argument("--with-tests", action="store_true", help="also run tests/test_device_paths.py")
     parser.add_argument(
         "--smoke", "--dry-run", action="store_true", help="run everything on the CPU (or GPU) at tiny sizes"
     )
@@ -230,6 +251,8 @@ def main() -> None:
             check("classifier_bf16_compiled", lambda: classifier(dataset, args, workspace, compile_model=True))
         check("encoders", lambda: encoders(dataset, args))
     check("selectors", lambda: selectors(args))
+    if args.with_tests:
+        check("device_tests", device_tests)
     if isinstance(figures.get("selectors"), dict) and figures["selectors"].get("all_same") is False:
         differing = [n for n, same in figures["selectors"]["same_picks_as_cpu"].items() if not same]
         failures.append("selectors")
