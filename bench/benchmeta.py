@@ -72,8 +72,8 @@ def add_out_argument(parser: argparse.ArgumentParser, name: str) -> None:
         const=str(DOCS_BENCH / f"{name}.json"),
         default=None,
         metavar="PATH",
-        help=f"also write the JSON record to PATH (bare --out: docs/bench/{name}.json, which the README is checked "
-        "against; only for real runs on a quiet machine)",
+        help=f"also write the JSON record to PATH (bare --out: docs/bench/{name}.json, the committed record; "
+        "only for real runs on a quiet machine)",
     )
 
 
