@@ -107,11 +107,11 @@ def load_source(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
         from toolkit.embedding import load_embedding
 
         dataset = load_dataset(args.data, workspace=args.workspace)
-        embedding = load_embedding(dataset, workspace=args.workspace)
+        embedding = load_embedding(dataset, workspace=args.workspace, name=args.embedding)
         return (
             embedding.vectors.astype(np.float32),
             dataset.train_labels,
-            f"autoencoder embedding of {dataset.key} ({embedding.fingerprint})",
+            f"{embedding.encoder} embedding {embedding.name!r} of {dataset.key} ({embedding.fingerprint})",
         )
     x, labels = synthetic(args.n)
     return x, labels, "SYNTHETIC stand-in (no real embedding given): 10 rectified Gaussian classes"
@@ -396,6 +396,7 @@ def main() -> None:
     parser.add_argument("--embeddings", help=".npz (embeddings, labels) or .npy file; or $SAMPLESIFT_BENCH_EMBEDDINGS")
     parser.add_argument("--workspace", help="a workspace with a trained autoencoder (with --data)")
     parser.add_argument("--data", help="data spec of that workspace's data set")
+    parser.add_argument("--embedding", help="the embedding's name in that workspace (default: the newest)")
     parser.add_argument("--n", type=int, default=50_000, help="rows of the synthetic stand-in")
     parser.add_argument("--k", type=int, default=4_320)
     parser.add_argument("--seed", type=int, default=0)
