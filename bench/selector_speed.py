@@ -17,10 +17,14 @@ Three parts, one run:
    N = 10,000 (seeded subsample), K = 864, on exactly our objectives: the facility-location
    run gets our k-NN similarity graph as a precomputed sparse matrix, the feature-based run
    our min-max scaled features with the same sqrt. Both selections are scored by the same
-   functions; we report the time ratio and our objective / apricot's. apricot is installed
-   for the benchmark only (``pip install apricot-select``); without it the script says so.
-   apricot compiles its numba kernels inside every ``fit`` (and so pays it on every call);
-   a 200-sample fit, mostly that compilation, is reported beside its time.
+   functions; we report time ratios and our objective / apricot's. apricot is installed
+   for the benchmark only (``pip install -e .[bench]``); without it the script says so.
+   apricot compiles its numba kernels inside every ``fit`` (eagerly, uncached), so out of
+   the box every call pays it. Two ratios, each against our own warm (second) call:
+   **cold**, apricot's first ``fit`` (compilation included, what a user's every call costs),
+   and **warm**, a second ``fit`` on the same data with the compiled kernels memoised (the
+   kernel factories wrapped in a cache for the benchmark), which times the algorithm alone.
+   The warm ratio is the headline; compilation is reported as cold minus warm.
 3. **Scale**: synthetic N = 1,000,000 x 216 float32, K = 4,320: random, top-k activation,
    k-means and k-center (projected), each in a fresh subprocess with time and memory.
 
@@ -29,6 +33,8 @@ The last line printed is one JSON object with every figure. Usage::
     python bench/selector_speed.py --embeddings cifar10_ae.npz
     python bench/selector_speed.py --workspace /path/ws --data /path/cifar10
     python bench/selector_speed.py --quick        # small sizes, to check the script
+
+``--out`` also writes the JSON object to docs/bench/selector_speed.json.
 """
 
 from __future__ import annotations
@@ -45,10 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmeta import add_out_argument, finish, header
 
 TARGETS = {  # issue 3's acceptance targets on the project's 2-core CPU
     "topk-activation": {"seconds": 0.5},
@@ -101,14 +104,14 @@ def load_source(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
         return np.ascontiguousarray(x, dtype=np.float32), labels.astype(np.int64), f"file {path}"
     if args.workspace and args.data:
         from toolkit.data import load_dataset
-        from toolkit.embed import load_embedding
+        from toolkit.embedding import load_embedding
 
         dataset = load_dataset(args.data, workspace=args.workspace)
-        embedding = load_embedding(dataset, workspace=args.workspace)
+        embedding = load_embedding(dataset, workspace=args.workspace, name=args.embedding)
         return (
             embedding.vectors.astype(np.float32),
             dataset.train_labels,
-            f"autoencoder embedding of {dataset.key} ({embedding.fingerprint})",
+            f"{embedding.encoder} embedding {embedding.name!r} of {dataset.key} ({embedding.fingerprint})",
         )
     x, labels = synthetic(args.n)
     return x, labels, "SYNTHETIC stand-in (no real embedding given): 10 rectified Gaussian classes"
@@ -225,20 +228,56 @@ def part_all_selectors(x: np.ndarray, labels: np.ndarray, args: argparse.Namespa
 
 
 def _peer_figures(
-    ours: Any, theirs: list[int], ours_s: float, theirs_s: float, small_s: float, ours_value: float, theirs_value: float
+    ours: Any,
+    theirs: list[int],
+    ours_cold_s: float,
+    ours_warm_s: float,
+    cold_s: float,
+    warm_s: float,
+    warm_ranking_same: bool,
+    ours_value: float,
+    theirs_value: float,
 ) -> dict[str, Any]:
-    """Times, their ratio, objective values and their ratio, and the Jaccard overlap of two greedy runs."""
+    """Times (cold and warm), their ratios, objective values and their ratio, and the Jaccard overlap."""
     mine = set(ours.tolist())
     return {
-        "ours_greedy_s": round(ours_s, 3),
-        "apricot_fit_s": round(theirs_s, 3),
-        "apricot_small_fit_s": round(small_s, 3),
-        "time_ratio_apricot_over_ours": round(theirs_s / ours_s, 2),
+        "ours_greedy_s": round(ours_warm_s, 3),
+        "ours_first_call_s": round(ours_cold_s, 3),
+        "apricot_cold_fit_s": round(cold_s, 3),
+        "apricot_warm_fit_s": round(warm_s, 3),
+        "apricot_compile_s": round(max(cold_s - warm_s, 0.0), 3),
+        "time_ratio_warm": round(warm_s / ours_warm_s, 2),
+        "time_ratio_cold": round(cold_s / ours_warm_s, 2),
+        "apricot_warm_same_ranking": warm_ranking_same,
         "objective_ours": ours_value,
         "objective_apricot": theirs_value,
         "objective_ratio": round(ours_value / theirs_value, 5),
         "jaccard": round(len(mine & set(theirs)) / len(mine | set(theirs)), 4),
     }
+
+
+def memoise_apricot_kernels(apricot: Any) -> None:
+    """Reuse apricot's compiled numba kernels across fits (it compiles them inside every ``fit``).
+
+    Its modules build each kernel with a factory (``calculate_gains(dtypes, parallel, ...)``)
+    that ``njit``-compiles a fresh function with an explicit signature; wrapping the factories
+    in a cache keyed by their arguments makes a second ``fit`` reuse the first one's kernels.
+    """
+    import functools
+    import importlib
+
+    for module_name in ("apricot.functions.facilityLocation", "apricot.functions.featureBased"):
+        module = importlib.import_module(module_name)
+        for name in dir(module):
+            factory = getattr(module, name)
+            if name.startswith("calculate_gains") and callable(factory) and not hasattr(factory, "cache_info"):
+                setattr(module, name, functools.lru_cache(maxsize=None)(factory))
+
+
+def _timed(call: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - start
 
 
 def part_peer(x: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
@@ -262,57 +301,73 @@ def part_peer(x: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
         import apricot
         from scipy.sparse import csr_matrix
     except ImportError:
-        print("apricot is NOT installed, so there is no peer comparison: pip install apricot-select")
+        print("apricot is NOT installed, so there is no peer comparison: pip install -e .[bench]")
         return {"apricot": None, "apricot_missing": True}
 
-    out: dict[str, Any] = {"n": n, "k": k, "apricot_version": apricot.__version__}
+    memoise_apricot_kernels(apricot)
+    out: dict[str, Any] = {
+        "n": n,
+        "k": k,
+        "apricot_version": apricot.__version__,
+        "method": "ours: second call (warm); apricot cold: first fit (numba compilation included, as every fit "
+        "pays out of the box); apricot warm: second fit with its compiled kernels memoised",
+    }
     # facility location on our k-NN graph
-    start = time.perf_counter()
-    graph = knn_similarity_graph(sub, 20)
-    graph_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    ours, _, _ = facility_location_greedy(graph, k)
-    ours_seconds = time.perf_counter() - start
+    graph, graph_seconds = _timed(lambda: knn_similarity_graph(sub, 20))
+    (ours, _, _), ours_cold = _timed(lambda: facility_location_greedy(graph, k))
+    (ours, _, _), ours_warm = _timed(lambda: facility_location_greedy(graph, k))
     neighbors, similarity = graph.neighbors.numpy(), graph.similarity.numpy().astype(np.float64)
     covered = np.repeat(np.arange(n), neighbors.shape[1])
     matrix = csr_matrix((similarity.ravel(), (neighbors.ravel(), covered)), shape=(n, n))  # row = candidate
 
-    def apricot_fl(size: int, data: Any) -> tuple[list[int], float]:
-        start = time.perf_counter()
-        model = apricot.FacilityLocationSelection(size, metric="precomputed").fit(data)
-        return list(model.ranking), time.perf_counter() - start
+    def apricot_fl() -> list[int]:
+        return list(apricot.FacilityLocationSelection(k, metric="precomputed").fit(matrix).ranking)
 
-    _, fl_small = apricot_fl(10, matrix[:200, :200].tocsr())
-    theirs, theirs_seconds = apricot_fl(k, matrix)
-    ours_value = facility_location_value(graph, ours)
-    theirs_value = facility_location_value(graph, theirs)
+    theirs, cold = _timed(apricot_fl)
+    again, warm = _timed(apricot_fl)
     out["facility_location"] = {
         "ours_graph_s": round(graph_seconds, 3),
-        **_peer_figures(ours, theirs, ours_seconds, theirs_seconds, fl_small, ours_value, theirs_value),
+        **_peer_figures(
+            ours,
+            theirs,
+            ours_cold,
+            ours_warm,
+            cold,
+            warm,
+            again == theirs,
+            facility_location_value(graph, ours),
+            facility_location_value(graph, theirs),
+        ),
     }
     # feature-based on our min-max features, sqrt on both sides
     features = minmax_features(sub)
-    start = time.perf_counter()
-    ours, _, _ = feature_based_greedy(features, k, "sqrt")
-    ours_seconds = time.perf_counter() - start
+    (ours, _, _), ours_cold = _timed(lambda: feature_based_greedy(features, k, "sqrt"))
+    (ours, _, _), ours_warm = _timed(lambda: feature_based_greedy(features, k, "sqrt"))
     dense = features.numpy().astype(np.float64)
 
-    def apricot_fb(size: int, data: np.ndarray) -> tuple[list[int], float]:
-        start = time.perf_counter()
-        model = apricot.FeatureBasedSelection(size, concave_func="sqrt").fit(data)
-        return list(model.ranking), time.perf_counter() - start
+    def apricot_fb() -> list[int]:
+        return list(apricot.FeatureBasedSelection(k, concave_func="sqrt").fit(dense).ranking)
 
-    _, fb_small = apricot_fb(10, dense[:200])
-    theirs, theirs_seconds = apricot_fb(k, dense)
-    ours_value = feature_based_value(features, ours, "sqrt")
-    theirs_value = feature_based_value(features, theirs, "sqrt")
-    out["feature_based"] = _peer_figures(ours, theirs, ours_seconds, theirs_seconds, fb_small, ours_value, theirs_value)
+    theirs, cold = _timed(apricot_fb)
+    again, warm = _timed(apricot_fb)
+    out["feature_based"] = _peer_figures(
+        ours,
+        theirs,
+        ours_cold,
+        ours_warm,
+        cold,
+        warm,
+        again == theirs,
+        feature_based_value(features, ours, "sqrt"),
+        feature_based_value(features, theirs, "sqrt"),
+    )
     for name in ("facility_location", "feature_based"):
         r = out[name]
         print(
-            f"{name:18s} ours {r['ours_greedy_s']:.2f} s, apricot {r['apricot_fit_s']:.2f} s "
-            f"(a 200-sample fit, mostly compilation: {r['apricot_small_fit_s']:.2f} s) -> apricot/ours time "
-            f"{r['time_ratio_apricot_over_ours']:.2f}x; objective ours/apricot {r['objective_ratio']:.5f} "
+            f"{name:18s} ours {r['ours_greedy_s']:.2f} s; apricot warm {r['apricot_warm_fit_s']:.2f} s -> "
+            f"{r['time_ratio_warm']:.2f}x (warm, headline); apricot cold {r['apricot_cold_fit_s']:.2f} s "
+            f"(compilation {r['apricot_compile_s']:.2f} s) -> {r['time_ratio_cold']:.2f}x (cold); "
+            f"objective ours/apricot {r['objective_ratio']:.5f} "
             f"({'meets' if r['objective_ratio'] >= 0.99 else 'MISSES'} >= 0.99), Jaccard {r['jaccard']:.3f}"
         )
     print(f"(our facility location also built its 20-NN graph in {out['facility_location']['ours_graph_s']:.2f} s)")
@@ -341,6 +396,7 @@ def main() -> None:
     parser.add_argument("--embeddings", help=".npz (embeddings, labels) or .npy file; or $SAMPLESIFT_BENCH_EMBEDDINGS")
     parser.add_argument("--workspace", help="a workspace with a trained autoencoder (with --data)")
     parser.add_argument("--data", help="data spec of that workspace's data set")
+    parser.add_argument("--embedding", help="the embedding's name in that workspace (default: the newest)")
     parser.add_argument("--n", type=int, default=50_000, help="rows of the synthetic stand-in")
     parser.add_argument("--k", type=int, default=4_320)
     parser.add_argument("--seed", type=int, default=0)
@@ -356,6 +412,7 @@ def main() -> None:
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--synthetic-n", type=int, help=argparse.SUPPRESS)
+    add_out_argument(parser, "selector_speed")
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -368,33 +425,31 @@ def main() -> None:
         x, labels = x[keep], labels[keep]
     import torch
 
-    from toolkit.artifacts import versions
-
     load = os.getloadavg()
     print(f"source: {source}; {len(x):,} x {x.shape[1]}; torch {torch.__version__}, {args.threads} threads")
     print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at start")
-    figures: dict[str, Any] = {
-        "benchmark": "selectors",
-        "source": source,
-        "synthetic": source.startswith("SYNTHETIC"),
-        "n": len(x),
-        "dim": int(x.shape[1]),
-        "k": args.k,
-        "threads": args.threads,
-        "cpus": os.cpu_count(),
-        "load_average_start": [round(v, 2) for v in load],
-        "versions": versions(),
-        "memory_method": "fresh subprocess per selector: peak RSS (VmHWM), and RSS sampled every 5 ms during select",
-        "timing_method": "select() wall-clock after a 512-sample warm-up call in the same process",
-    }
+    figures: dict[str, Any] = header("selector_speed", smoke=args.quick)
+    figures.update(
+        {
+            "source": source,
+            "synthetic": source.startswith("SYNTHETIC"),
+            "n": len(x),
+            "dim": int(x.shape[1]),
+            "k": args.k,
+            "threads": args.threads,
+            "memory_method": (
+                "fresh subprocess per selector: peak RSS (VmHWM), and RSS sampled every 5 ms during select"
+            ),
+            "timing_method": "select() wall-clock after a 512-sample warm-up call in the same process",
+        }
+    )
     with tempfile.TemporaryDirectory(prefix="samplesift-bench-") as tmp:
         figures.update(part_all_selectors(x, labels, args, Path(tmp)))
     if not args.skip_peer:
         figures["peer"] = part_peer(x, args)
     if not args.skip_scale:
         figures["scale"] = part_scale(args)
-    figures["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
-    print(json.dumps(figures))
+    finish(figures, args.out)
 
 
 if __name__ == "__main__":
