@@ -327,7 +327,7 @@ def cmd_embeddings(args: argparse.Namespace) -> int:
     if args.format == "csv":
         print(table.to_csv(index=False), end="")
     elif args.format == "json":
-        print(table.to_json(orient="records", indent=2))
+        print(table.to_json(orient="records", indent=2, double_precision=15))
     elif table.empty:
         print(f"data set {dataset.key} has no embedding yet; make one with `samplesift embed --encoder NAME`")
     else:
@@ -459,7 +459,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.format == "csv":
         print(table.to_csv(index=False), end="")
     elif args.format == "json":
-        print(table.to_json(orient="records", indent=2))
+        print(table.to_json(orient="records", indent=2, double_precision=15))
     elif table.empty:
         print("no runs yet; start one with `samplesift train`")
     else:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from toolkit.artifacts import fingerprint_bytes
 from toolkit.data import ImageDataset
+from toolkit.embedding import check_vectors
 from toolkit.encoders.base import Encoder, EncoderOutput, Options
 from toolkit.errors import SampleSiftError, require
 from toolkit.runs import Run
@@ -194,6 +195,10 @@ class FileEncoder(Encoder):
                     + "; export one row per image in the data set's order, or add file names to match by",
                 )
                 train = vectors
+        # NaN, infinite values and shapes are refused here, before a run is recorded.
+        train = check_vectors(train, dataset.num_train, f"the embeddings in {path}")
+        if test is not None:
+            test = check_vectors(test, dataset.num_test, f"the test embeddings in {path}")
         facts = {
             "source_file": str(path),
             "source_fingerprint": fingerprint_bytes(path.read_bytes()),
