@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--preset",
         choices=("paper", "cpu", "cpu-converged"),
-        help="a named sweep: paper, cpu (Figs. 5 and 6) or cpu-converged (does selection beat random?, see below); "
+        help="a named sweep: paper, cpu (Figs. 5 and 6) or cpu-converged (does selection beat random?, see above); "
         "options below override it",
     )
     sweep.add_argument(
