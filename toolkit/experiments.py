@@ -24,7 +24,11 @@ A sweep runs in three stages:
 
 Split 0 trains on the full data only, so it does not depend on the selector: it is planned
 once per seed and schedule (selector label ``full-data``) and shared by every selector's
-curve.
+curve. Likewise a rule that uses no embedding (random, random-balanced) is planned once per
+cell whatever the grid's embeddings; every other run records the embedding its selection is
+made on, and its selection's name carries the embedding's name and (in its hash) fingerprint,
+so one selector on two embeddings never shares a run, and a finished run is reused only for
+the same embedding.
 
 A sweep's results table and statistics come from :mod:`toolkit.results`; :func:`write_outputs`
 writes them with the figures of :mod:`toolkit.viz.results`.
@@ -637,6 +641,10 @@ def plan_sweep(
     matches a finished run is ``finished`` (reused); one matching a queued, interrupted or
     failed run is ``resume`` (continued from its checkpoint); one matching a run still
     alive in another process is ``running`` (left alone); anything else is ``new``.
+
+    Embeddings are read once each, and only when a selector needs one. A selector that reads
+    per-sample scores the embedding does not record (``ccs`` on anything but ``proxy``) is
+    left out and listed in :attr:`RunPlan.skipped` with the reason, not an error.
     """
     spec.validate()
     ws = as_workspace(workspace)
