@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -456,3 +457,249 @@ def test_presets_state_their_schedules() -> None:
     cpu = build_sweep(preset="cpu", data="digits", parts=["fig6"], grid={"seeds": (0, 1)})
     assert [g.name for g in cpu.grids] == ["fig6"] and cpu.grids[0].seeds == (0, 1)
     assert cpu.grids[0].time_budgets and cpu.grids[0].sizes == (4320,)
+
+
+# --------------------------------------------------------------------------- embeddings as a sweep axis
+
+
+@pytest.fixture(scope="module")
+def two_embeddings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ImageDataset]:
+    """A workspace with digits and two real embeddings: pixels-pca and a one-epoch autoencoder."""
+    from toolkit.data import load_dataset
+    from toolkit.encoders import get_encoder
+
+    workspace = tmp_path_factory.mktemp("embeddings")
+    digits = load_dataset("digits", workspace=workspace)
+    get_encoder("pixels-pca").embed(digits, workspace=workspace, progress=False)
+    get_encoder("autoencoder", epochs=1, batch=128, device="cpu").embed(digits, workspace=workspace, progress=False)
+    return workspace, digits
+
+
+def embedding_spec(embeddings: tuple[str | None, ...] = ("pixels-pca", "autoencoder")) -> SweepSpec:
+    grid = Grid(
+        name="axis",
+        selectors=("random-balanced", "k-means"),
+        embeddings=embeddings,
+        sizes=(100,),
+        splits=(0.0, 1.0),
+        seeds=(0, 1),
+        steps=(10,),
+        balanced=True,
+    )
+    return SweepSpec(name="axis", data="digits", grids=(grid,), train=TINY_TRAIN)
+
+
+@pytest.fixture(scope="module")
+def embedding_sweep(two_embeddings: tuple[Path, ImageDataset]) -> SweepResult:
+    workspace, _ = two_embeddings
+    return run_sweep(embedding_spec(), workspace=workspace, executor=ONE_THREAD)
+
+
+def test_each_embedding_gets_its_own_runs_and_random_runs_once(embedding_sweep: SweepResult) -> None:
+    plan, table = embedding_sweep.plan, embedding_sweep.table
+    assert not embedding_sweep.failed and not plan.skipped
+    # per seed: full data, random-balanced once (it uses no embedding), k-means once per embedding
+    assert len(plan.entries) == 2 * (1 + 1 + 2) and len(table) == 8
+    runs = [entry.run for entry in plan.entries]
+    assert len({r.key for r in runs}) == len(runs)
+    kmeans = [r for r in runs if r.method == "k-means"]
+    assert sorted((r.embedding, r.seed) for r in kmeans) == [
+        ("autoencoder", 0),
+        ("autoencoder", 1),
+        ("pixels-pca", 0),
+        ("pixels-pca", 1),
+    ]
+    assert all(r.embedding in r.selection_name and r.embedding_fingerprint for r in kmeans)
+    assert len({r.selection_name for r in kmeans}) == 4  # no two embeddings share a selection
+    assert all(r.embedding is None for r in runs if r.method != "k-means")
+    # the results table says which embedding each selection was made on
+    rows = table[table["selector"] == "k-means+balanced"]
+    assert sorted(rows["embedding"]) == ["autoencoder", "autoencoder", "pixels-pca", "pixels-pca"]
+    assert table.loc[table["selector"].isin(["random-balanced", FULL_DATA]), "embedding"].isna().all()
+    for row in rows.itertuples():
+        manifest = RunStore(Path(row.path).parents[1]).get(row.run_id).config["selection"]
+        assert manifest["embedding"] == row.embedding and row.embedding in row.selection
+
+
+def test_finished_runs_are_reused_only_on_the_same_embedding(
+    embedding_sweep: SweepResult, two_embeddings: tuple[Path, ImageDataset]
+) -> None:
+    from toolkit.encoders import get_encoder
+
+    workspace, digits = two_embeddings
+    assert plan_sweep(embedding_spec(), workspace=workspace).counts()["new"] == 0  # resumes nothing, reuses all
+    one = plan_sweep(embedding_spec(("pixels-pca",)), workspace=workspace)
+    assert one.counts() == {"new": 0, "finished": 6, "resume": 0, "running": 0}
+    # the same vectors under another name are another embedding: its k-means runs are new
+    get_encoder("pixels-pca").embed(digits, workspace=workspace, name="pixels-copy", progress=False)
+    three = plan_sweep(embedding_spec(("pixels-pca", "autoencoder", "pixels-copy")), workspace=workspace)
+    new = [entry.run for entry in three.entries if entry.state == "new"]
+    assert (
+        three.counts()["finished"] == 8 and [(r.method, r.embedding) for r in new] == [("k-means", "pixels-copy")] * 2
+    )
+
+
+def test_paired_csv_equals_a_hand_computation_from_the_results_table(
+    embedding_sweep: SweepResult, tmp_path: Path
+) -> None:
+    from scipy import stats
+
+    from toolkit.experiments import write_outputs
+
+    written = {path.name for path in write_outputs(embedding_sweep, tmp_path, png=False)}
+    assert {"paired.csv", "gain.csv", "learning_curve.html", "gain_over_random.html"} <= written
+    paired = pd.read_csv(tmp_path / "paired.csv", keep_default_na=False)
+    table = embedding_sweep.table
+    base = table[table["selector"] == "random-balanced"].set_index("seed")["test_accuracy"]
+    for embedding in ("pixels-pca", "autoencoder"):
+        ours = table[(table["selector"] == "k-means+balanced") & (table["embedding"] == embedding)]
+        differences = (ours.set_index("seed")["test_accuracy"] - base).sort_index().to_numpy()
+        row = paired[(paired["embedding"] == embedding) & (paired["selector"] == "k-means+balanced")].iloc[0]
+        assert row["baseline"] == "random-balanced" and row["n"] == 2 and row["seeds"] == "0,1"
+        assert int(row["size"]) == 100 and float(row["split"]) == 1.0
+        half = stats.t.ppf(0.975, 1) * differences.std(ddof=1) / math.sqrt(2)
+        assert float(row["mean_diff"]) == pytest.approx(differences.mean(), abs=1e-12)
+        assert float(row["ci_low"]) == pytest.approx(differences.mean() - half, abs=1e-12)
+        assert float(row["ci_high"]) == pytest.approx(differences.mean() + half, abs=1e-12)
+    learning = (tmp_path / "learning_curve.html").read_text()
+    assert "10 steps of 32" in learning and "k-means+balanced" in learning
+
+
+def test_compare_prints_a_selections_measured_gain(
+    embedding_sweep: SweepResult, two_embeddings: tuple[Path, ImageDataset], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from toolkit import cli
+    from toolkit.selection import make_selection
+
+    workspace, digits = two_embeddings
+    table = embedding_sweep.table
+    row = table[(table["selector"] == "k-means+balanced") & (table["embedding"] == "pixels-pca")].iloc[0]
+    base = table[(table["selector"] == "random-balanced") & (table["seed"] == row["seed"])].iloc[0]
+    unused = make_selection(digits, "k-center", size=100, name="unused", workspace=workspace, embedding="pixels-pca")
+    capsys.readouterr()
+    assert cli.main(["compare", "--data", "digits", "--workspace", str(workspace), row["selection"], unused.name]) == 0
+    out = capsys.readouterr().out
+    assert "measured gain" in out and "unused: no runs yet" in out
+    difference = 100 * (row["test_accuracy"] - base["test_accuracy"])
+    expected = (
+        f"{row['selection']}: K=100 split 100/0, 10 steps of 32: {100 * row['test_accuracy']:.2f}% over 1 run(s) "
+        f"(seeds {row['seed']}); vs random-balanced {difference:+.2f} points (1 pair: no interval)"
+    )
+    assert expected in out
+
+
+# --------------------------------------------------------------------------- the cpu-converged preset
+
+
+def test_cpu_converged_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli, capsys) -> None:
+    """The preset's plan on a CIFAR-sized stand-in (4,400 tiny images, four stand-in embeddings)."""
+    from toolkit import embedding as embedding_module
+    from toolkit.data import load_dataset
+    from toolkit.embedding import save_embedding
+    from toolkit.experiments import PILOT_SEED
+
+    monkeypatch.setattr(embedding_module, "embedding_quality", lambda *a, **k: {})  # not what is tested here
+    rng = np.random.default_rng(0)
+    n, data = 4400, tmp_path / "big.npz"
+    images = rng.integers(0, 255, (n, 4, 4), dtype=np.uint8)
+    np.savez(
+        data,
+        train_images=images,
+        train_labels=np.arange(n) % 10,
+        test_images=images[:20],
+        test_labels=np.arange(20) % 10,
+    )
+    dataset = load_dataset(str(data), workspace=tmp_path)
+    for name in ("autoencoder", "contrastive", "pixels-pca", "proxy"):
+        scores = {"el2n": rng.random(n)} if name == "proxy" else None
+        vectors = rng.normal(size=(n, 2)).astype(np.float32)
+        save_embedding(
+            dataset,
+            workspace=tmp_path,
+            name=name,
+            encoder=name,
+            config={},
+            seed=0,
+            vectors=vectors,
+            test_vectors=None,
+            sample_scores=scores,
+        )
+
+    spec = build_sweep(
+        preset="cpu-converged", data=str(data), pairs=["proxy:ccs", "contrastive:typiclust", "pixels-pca:k-means"]
+    )
+    plan = plan_sweep(spec, dataset, workspace=tmp_path)
+    # pilot: 7 embedding rules x 4 embeddings + ccs on proxy + random-balanced + random; final: 22 x (4 pairs + 2) + 5
+    assert plan.per_grid() == {"final": 137, "pilot": 31}
+    assert sorted((s.method, s.embedding) for s in plan.skipped) == [
+        ("ccs", e) for e in ("autoencoder", "contrastive", "pixels-pca")
+    ]
+    runs = [entry.run for entry in plan.entries]
+    assert all(r.config.steps == 1500 and r.config.batch == 128 for r in runs)
+    pilot = [r for r in runs if r.grid == "pilot"]
+    final = [r for r in runs if r.grid == "final"]
+    assert {r.seed for r in pilot} == {PILOT_SEED} and PILOT_SEED not in {r.seed for r in final}
+    assert {(r.size, r.split) for r in pilot} == {(1000, 1.0)}
+    assert {r.embedding for r in pilot if r.method == "ccs"} == {"proxy"}
+    assert all(r.balanced for r in pilot if r.method not in ("random", "random-balanced"))
+    # the final grid: the same seeds for every selection, 3 at K = 4,320 and 1,000, 5 at K = 200
+    seeds: dict[tuple, set[int]] = {}
+    for r in final:
+        if r.method is not None:
+            seeds.setdefault((r.method, r.embedding, r.size, r.split), set()).add(r.seed)
+    selections = {(m, e) for m, e, _, _ in seeds}
+    assert selections == {
+        ("random", None),
+        ("random-balanced", None),
+        ("topk-activation", "autoencoder"),
+        ("ccs", "proxy"),
+        ("typiclust", "contrastive"),
+        ("k-means", "pixels-pca"),
+    }
+    for (_, _, size, split), found in seeds.items():
+        assert split in (0.5, 1.0) and found == ({0, 1, 2, 3, 4} if size == 200 else {0, 1, 2})
+    assert sorted(r.seed for r in final if r.method is None) == [0, 1, 2, 3, 4]  # full data, once per seed
+    final_only = build_sweep(preset="cpu-converged", data=str(data), parts=["final"])
+    assert len(final_only.grids) == 4  # the baselines and top-k, per seed group
+    assert plan_sweep(final_only, dataset, workspace=tmp_path).per_grid() == {"final": 71}  # 22 x 3 + 5
+
+    from toolkit import cli
+
+    args = ["sweep", "--data", str(data), "--workspace", str(tmp_path), "--out", str(tmp_path / "out")]
+    capsys.readouterr()
+    assert cli.main([*args, "--preset", "cpu-converged", "--part", "pilot", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "per grid: pilot 31" in out and out.count("skipped   ccs on") == 3
+    code, err = run_cli([*args, "--preset", "cpu-converged", "--pairs", "proxy"])
+    assert code == 2 and "EMBEDDING:SELECTOR" in err
+    code, err = run_cli([*args, "--preset", "cpu", "--pairs", "proxy:ccs"])
+    assert code == 2 and "cpu-converged" in err
+    code, err = run_cli([*args, "--steps", "10", "--pairs", "proxy:ccs"])
+    assert code == 2 and "give --preset too" in err
+    code, err = run_cli([*args, "--steps", "10", "--embeddings", "proxy,proxy"])
+    assert code == 2 and "repeat" in err
+    assert not (tmp_path / "runs").exists()  # nothing was run or queued
+
+
+def test_sweeps_without_an_embedding_axis_name_their_selections_as_before(
+    two_embeddings: tuple[Path, ImageDataset],
+) -> None:
+    """Presets and sweeps without --embeddings keep their selection names, so earlier runs are reused."""
+    import json
+
+    from toolkit.artifacts import fingerprint_bytes
+    from toolkit.embedding import load_embedding
+
+    for name in ("paper", "cpu"):
+        spec = build_sweep(preset=name, data="digits")
+        assert [g.name for g in spec.grids] == ["fig5", "fig6"]
+        assert all(g.embeddings == (None,) and g.sizes == (4320,) and g.seeds == (0, 1, 2) for g in spec.grids)
+    workspace, digits = two_embeddings
+    spec = tiny_spec(selectors=("random", "topk-activation"), splits=(1.0,))
+    plan = plan_sweep(replace(spec, embedding="autoencoder"), digits, workspace=workspace)
+    fingerprint = load_embedding(digits, workspace=workspace, name="autoencoder").fingerprint
+    for run in (entry.run for entry in plan.entries):
+        recipe = {"method": run.method, "params": {}, "size": 100, "balanced": False, "seed": 0}
+        recipe["embedding"] = fingerprint if run.method == "topk-activation" else None
+        digest = fingerprint_bytes(json.dumps(recipe, sort_keys=True))[:8]
+        assert run.selection_name == f"{run.method}-k100-seed0-{digest}"  # the formula before the embedding axis

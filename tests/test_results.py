@@ -1,10 +1,13 @@
-"""Paired statistics of the results table (toolkit.results.paired_differences), on hand-computed numbers."""
+"""Paired statistics of the results table (toolkit.results), on hand-computed numbers: paired
+differences, the best pair, learning curves, the gain table, a selection's measured gain, and the
+figures drawn from them (toolkit.viz.results)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
@@ -16,9 +19,15 @@ from toolkit.results import (
     PAIR_COLUMNS,
     PAIRED_COLUMNS,
     RESULT_COLUMNS,
+    best_pair,
+    gain_table,
+    learning_curve,
+    mean_interval,
     paired_differences,
+    selection_gain,
     write_table,
 )
+from toolkit.viz.results import gain_figure, learning_curve_figure
 
 #: Student t quantile t(0.975) with 2 degrees of freedom, from a table.
 T_975_2 = 4.302652729911275
@@ -44,7 +53,7 @@ def _table(rows: list[dict], **extra: list) -> pd.DataFrame:
     table["size"] = table["size"].astype("Int64")
     table["steps_planned"] = table["steps_planned"].astype("Int64")
     for column, values in extra.items():
-        table.insert(0, column, values)
+        table[column] = values
     return table
 
 
@@ -120,12 +129,12 @@ def test_an_embedding_column_is_paired_on_and_a_baseline_without_one_serves_ever
     rows += [_row("random-balanced", 0, 12.0)]  # embedding b's own baseline run of seed 0 comes first
     table = _table(rows, embedding=["a", "a", "b", "b", None, None, "b"])
     paired = paired_differences(table)
-    assert list(paired.columns)[:2] == ["embedding", "dataset"]
+    assert list(paired.columns)[:3] == ["dataset", "protocol", "embedding"]
     a, b = _cell(paired, "topk", embedding="a"), _cell(paired, "topk", embedding="b")
     assert a["n"] == 2 and a["mean_diff"] == pytest.approx(1.5)  # 11 - 10, 22 - 20
     assert b["n"] == 2 and b["mean_diff"] == pytest.approx(0.5)  # 13 - 12 (its own), 20 - 20 (shared)
     with pytest.raises(SampleSiftError, match="cannot be paired"):  # ignoring the embedding: ambiguous pairs
-        paired_differences(table, by=PAIR_COLUMNS)
+        paired_differences(table, by=[c for c in PAIR_COLUMNS if c != "embedding"])
 
 
 def test_paired_differences_refuses_what_it_cannot_pair() -> None:
@@ -133,8 +142,97 @@ def test_paired_differences_refuses_what_it_cannot_pair() -> None:
     with pytest.raises(SampleSiftError, match="cannot be paired"):
         paired_differences(_table(rows))
     with pytest.raises(SampleSiftError, match="no column"):
-        paired_differences(_table(rows[:2]), by=["embedding"])
+        paired_differences(_table(rows[:2]), by=["temperature"])
     with pytest.raises(SampleSiftError, match="full-data runs have no subset"):
         paired_differences(_table(rows[:2]), baseline=FULL_DATA)
     empty = paired_differences(_table([]))
     assert empty.empty and list(empty.columns) == [*PAIR_COLUMNS, *PAIRED_COLUMNS]
+
+
+#: Accuracies at 100/0 per K and seed: random-balanced's, and each pair's difference to it.
+BASE = {200: [0.20, 0.22, 0.24], 1000: [0.40, 0.41, 0.45]}
+OFFSETS = {("k-means+balanced", "a"): [0.02, 0.03, 0.04], ("typiclust+balanced", "b"): [0.01, -0.01, 0.0]}
+
+
+def _budgets_table() -> pd.DataFrame:
+    """Two budgets at 100/0: random-balanced, random (1 point below it), two pairs, and full data."""
+    rows, embeddings = [], []
+    for size, base in BASE.items():
+        for seed, value in enumerate(base):
+            rows += [_row("random-balanced", seed, value, size=size, split=1.0)]
+            rows += [_row("random", seed, value - 0.01, size=size, split=1.0)]
+            embeddings += [None, None]
+            for (selector, embedding), offsets in OFFSETS.items():
+                rows += [
+                    {**_row(selector, seed, value + offsets[seed], size=size, split=1.0), "run_id": f"{embedding}"}
+                ]
+                embeddings += [embedding]
+    rows += [_row(FULL_DATA, seed, 0.60 + seed / 100, split=0.0) for seed in range(3)]
+    embeddings += [None] * 3
+    return _table(rows, embedding=embeddings)
+
+
+def test_best_pair_learning_curve_and_gain_table_on_hand_computed_numbers() -> None:
+    table = _budgets_table()
+    paired = paired_differences(table)
+    assert best_pair(paired) == ("k-means+balanced", "a")  # mean gain +3 points against b's 0
+    curve = learning_curve(table)
+    assert list(dict.fromkeys(curve["series"])) == ["random", "random-balanced", "a:k-means+balanced", FULL_DATA]
+    for size, base in BASE.items():
+        point = curve[(curve["series"] == "a:k-means+balanced") & (curve["size"] == size)].iloc[0]
+        values = [b + o for b, o in zip(base, OFFSETS[("k-means+balanced", "a")], strict=True)]
+        expected = mean_interval(values)
+        assert point["n"] == 3 and point["seeds"] == "0,1,2"
+        assert point["mean"] == pytest.approx(expected["mean"]) and point["ci_low"] == pytest.approx(expected["ci_low"])
+    full = curve[curve["series"] == FULL_DATA].iloc[0]
+    assert pd.isna(full["size"]) and full["mean"] == pytest.approx(0.61) and full["n"] == 3
+    gains = gain_table(paired)
+    assert list(gains["pair"]) == ["a:k-means+balanced", "b:typiclust+balanced", "random"]
+    assert list(gains.columns) == ["pair", "mean_gain", "K=200 100/0", "K=1000 100/0"]
+    top = gains.iloc[0]
+    half = 100 * T_975_2 * 0.01 / math.sqrt(3)  # differences 2, 3, 4 points: std 1 point
+    assert top["mean_gain"] == pytest.approx(3.0)
+    assert top["K=200 100/0"] == f"+3.00 [{3 - half:+.2f}, {3 + half:+.2f}] n=3 *"  # the interval is above zero
+    assert gains.iloc[2]["K=1000 100/0"].startswith("-1.00 [-1.00, -1.00] n=3")  # random: exactly 1 point below
+
+
+def test_learning_curve_and_gain_figures_draw_those_numbers() -> None:
+    table = _budgets_table()
+    figure = learning_curve_figure(table)
+    lines = {t.name: t for t in figure.data if t.mode == "lines+markers"}
+    assert set(lines) == {"random-balanced", "random", "a:k-means+balanced"}
+    curve = learning_curve(table)
+    best = curve[curve["series"] == "a:k-means+balanced"].sort_values("size")
+    assert list(lines["a:k-means+balanced"].x) == [200, 1000]
+    assert np.allclose(lines["a:k-means+balanced"].y, 100 * best["mean"])
+    assert np.allclose(lines["a:k-means+balanced"].error_y.array, 100 * (best["ci_high"] - best["mean"]))
+    full = next(t for t in figure.data if str(t.name).startswith("full data"))
+    assert np.allclose(full.y, [61.0, 61.0]) and "400 steps of 128" in full.name
+    note = figure.layout.annotations[0].text
+    assert "equal steps (400 steps of 128)" in note and "100/0" in note and "0,1,2" in note
+    paired = paired_differences(table)
+    gains = gain_figure(paired)
+    k200 = next(t for t in gains.data if t.name == "K=200")
+    cells = paired[paired["size"] == 200].set_index("selector")
+    order = list(gains.layout.yaxis.ticktext)
+    assert order == ["random", "b:typiclust+balanced", "a:k-means+balanced"]  # the best on top
+    expected = [100 * cells.loc[s.split(":")[-1], "mean_diff"] for s in order]
+    assert np.allclose(sorted(k200.x), sorted(expected))
+    assert "random-balanced" in gains.layout.title.text and "400 steps of 128" in gains.layout.annotations[0].text
+
+
+def test_selection_gain_pairs_a_selection_runs_with_the_baseline() -> None:
+    rows = [_row("random-balanced", seed, base) for seed, base in enumerate([0.10, 0.20, 0.30])]
+    rows += [_row("k-means", seed, acc) for seed, acc in enumerate([0.12, 0.23, 0.34])]  # +2, +3, +4 points
+    rows += [_row("k-means", 0, 0.5, split=1.0)]  # the same selection at 100/0: no baseline there
+    table = _table(rows, selection=[None, None, None, "km", "km", "km", "km"])
+    gain = selection_gain(table, "km")
+    assert list(gain["split"]) == [0.5, 1.0]
+    half = T_975_2 * 0.01 / math.sqrt(3)
+    at_half = gain.iloc[0]
+    assert at_half["runs"] == 3 and at_half["mean"] == pytest.approx(0.23) and at_half["seeds"] == "0,1,2"
+    assert at_half["n"] == 3 and at_half["mean_diff"] == pytest.approx(0.03)
+    assert at_half["ci_low"] == pytest.approx(0.03 - half) and at_half["ci_above_zero"]
+    alone = gain.iloc[1]
+    assert alone["runs"] == 1 and alone["n"] == 0 and math.isnan(alone["mean_diff"])
+    assert selection_gain(table, "other").empty

@@ -21,6 +21,27 @@ if TYPE_CHECKING:
     from toolkit.data import ImageDataset
 
 
+SWEEP_DESCRIPTION = """\
+Presets (options below override them):
+  paper, cpu      the paper's Figs. 5 and 6 at the paper's schedule (GPU) or at 100 steps of 128.
+  cpu-converged   does any embedding and selector beat random once the subset is learned? Equal steps,
+                  1,500 steps of 128 per run (the 4,320 subset seen ~44 times), final evaluation only.
+    --part pilot  1 seed (100), K = 1,000, 100/0: embeddings autoencoder, contrastive, pixels-pca,
+                  proxy x selectors random-balanced, topk-activation, k-means, facility-location,
+                  prototype-easy, typiclust, probcover, ccs (proxy only: it needs the proxy's
+                  per-sample scores), moderate, all balanced; plus plain random: 31 runs.
+    --part final  seeds 0,1,2 at K = 4,320 and 1,000, seeds 0-4 at K = 200; splits 0/100, 50/50,
+                  100/0; random, random-balanced, full data, autoencoder:topk-activation and the
+                  --pairs you pick from the pilot: 22 x (P + 2) + 5 runs for P pairs
+                  (71 with topk-activation alone, 137 with three pairs added).
+    Make the four embeddings first (samplesift embed --encoder NAME, one per encoder). Run time, an
+    estimate: a 1,500-step run is about 4-6 minutes of one core here plus about a minute to load and
+    evaluate, so with --workers 2 the pilot takes about 1.5-2 hours and the final grid with three pairs
+    about 6-8 hours on this 2-core CPU (longer when it is shared). Outputs: results, summary, paired
+    (vs random-balanced) and gain tables, Fig. 5, the learning curve and the gain over random.
+"""
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -210,18 +231,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sweep = commands.add_parser(
-        "sweep", help="run selectors x sizes x splits x seeds (x schedules); write a results table and figures"
+        "sweep",
+        help="run selectors x embeddings x sizes x splits x seeds (x schedules); write a results table and figures",
+        description=SWEEP_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(sweep)
     _device(sweep)
     sweep.add_argument(
-        "--preset", choices=("paper", "cpu"), help="a named sweep (Figs. 5 and 6); options below override it"
+        "--preset",
+        choices=("paper", "cpu", "cpu-converged"),
+        help="a named sweep: paper, cpu (Figs. 5 and 6) or cpu-converged (does selection beat random?, see above); "
+        "options below override it",
     )
-    sweep.add_argument("--part", action="append", metavar="GRID", help="only these grids of the preset (fig5, fig6)")
+    sweep.add_argument(
+        "--part",
+        action="append",
+        metavar="GRID",
+        help="only these parts of the preset (paper, cpu: fig5, fig6; cpu-converged: pilot, final)",
+    )
     sweep.add_argument("--name", help="sweep name, part of every run's name (default: the preset or 'sweep')")
     sweep.add_argument("--selectors", type=_list_of(str), help="comma-separated selector names (every grid)")
     sweep.add_argument(
-        "--add-selectors", type=_list_of(str), help="with --preset: selectors added to its Fig. 5 grid only"
+        "--add-selectors",
+        type=_list_of(str),
+        help="with --preset: selectors added to its Fig. 5 grid only (cpu-converged: to its pilot matrix)",
+    )
+    sweep.add_argument(
+        "--embeddings",
+        type=_list_of(str),
+        help="comma-separated embedding names the selectors run on, each a separate run (every grid; default: "
+        "--embedding); random rules use none and run once",
+    )
+    sweep.add_argument(
+        "--pairs",
+        type=_list_of(str),
+        metavar="EMB:SEL,...",
+        help="with --preset cpu-converged: EMBEDDING:SELECTOR pairs its final grid runs (e.g. proxy:ccs,"
+        "contrastive:typiclust), besides autoencoder:topk-activation, random, random-balanced and full data",
     )
     sweep.add_argument("--sizes", type=_list_of(int), help="comma-separated subset sizes K (default 4320)")
     sweep.add_argument("--splits", type=_list_of(float), help="comma-separated shares of the run on the subset")
@@ -238,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--ray-address", help="ray: the cluster to join (default: start a local one)")
     sweep.add_argument("--cpus-per-run", type=_number, default=1.0, help="ray: CPUs per run (default 1)")
     sweep.add_argument("--gpus-per-run", type=_number, default=0.0, help="ray: GPUs per run, fractions allowed")
-    sweep.add_argument("--embedding", help="the embedding the selectors use (default: the newest)")
+    sweep.add_argument(
+        "--embedding", help="the embedding the selectors use where a grid names none (default: the newest)"
+    )
     sweep.add_argument("--out", required=True, help="folder for results.csv/.parquet, summary and figures")
     sweep.add_argument("--no-png", action="store_true", help="write figures as HTML only")
     sweep.add_argument("--dry-run", action="store_true", help="print the plan and stop")
@@ -372,10 +421,16 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from toolkit.selection import compare_selections
+    from toolkit.results import results_table, selection_gain
+    from toolkit.selection import compare_selections, load_selection
 
     dataset = _load(args)
     comparison = compare_selections(dataset, args.selections, workspace=args.workspace, embedding=args.embedding)
+    table = results_table(args.workspace, dataset=dataset.key)
+    gains = {}
+    for given in args.selections:
+        selection = load_selection(given, dataset, workspace=args.workspace)
+        gains[selection.name] = selection_gain(table, selection.name, selection.fingerprint)
     if args.format == "csv":
         print(comparison.table.to_csv(index_label="selection"), end="")
     elif args.format == "json":
@@ -383,6 +438,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "embedding": comparison.embedding,
             "selections": comparison.table.to_dict(orient="index"),
             "jaccard": comparison.overlap.to_dict(orient="index"),
+            "measured": {name: json.loads(gain.to_json(orient="records")) for name, gain in gains.items()},
         }
         print(json.dumps(payload, indent=2))
     else:
@@ -390,7 +446,39 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(comparison.table.to_string(float_format=lambda v: f"{v:.4g}"))
         print("\nJaccard overlap:")
         print(comparison.overlap.to_string(float_format=lambda v: f"{v:.3f}"))
+        print(
+            "\nmeasured gain (finished training runs on each selection; paired with random-balanced runs of the "
+            "same K, split, schedule and seed):"
+        )
+        for name, gain in gains.items():
+            if gain.empty:
+                print(f"  {name}: no runs yet")
+                continue
+            for row in gain.itertuples(index=False):
+                print(f"  {name}: {_gain_line(row)}")
     return 0
+
+
+def _gain_line(row: Any) -> str:
+    """One line of ``compare``'s measured gain: accuracy, then the paired difference to the baseline."""
+    import pandas as pd
+
+    fast = round(100 * float(row.split), 1)
+    schedule = f"{int(row.steps_planned):,} steps" if pd.notna(row.steps_planned) else f"{row.time_budget:g} s"
+    head = (
+        f"K={int(row.size):,} split {fast:g}/{100 - fast:g}, {schedule} of {int(row.batch)}: "
+        f"{100 * row.mean:.2f}% over {row.runs} run(s) (seeds {row.seeds})"
+    )
+    if row.n == 0:
+        return f"{head}; no {row.baseline} runs of the same seeds yet"
+    diff = f"{100 * row.mean_diff:+.2f} points"
+    if row.n < 2:
+        return f"{head}; vs {row.baseline} {diff} (1 pair: no interval)"
+    verdict = "above zero" if row.ci_above_zero else "includes zero" if row.ci_high > 0 else "below zero"
+    return (
+        f"{head}; vs {row.baseline} {diff}, 95% interval [{100 * row.ci_low:+.2f}, {100 * row.ci_high:+.2f}] "
+        f"({row.n} pairs; interval {verdict})"
+    )
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -528,8 +616,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         data=args.data,
         max_per_class=args.max_per_class,
         embedding=args.embedding,
+        pairs=args.pairs,
         grid={
             "selectors": args.selectors,
+            "embeddings": args.embeddings,
             "sizes": args.sizes,
             "splits": args.splits,
             "seeds": args.seeds,
@@ -549,7 +639,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         plan = plan_sweep(spec, workspace=args.workspace)
         for entry in plan.entries:
             print(f"{entry.state:9s} {entry.run.describe()}" + (f"  [{entry.run_id}]" if entry.run_id else ""))
+        for skipped in plan.skipped:
+            print(f"skipped   {skipped.describe()}")
         print(plan.describe())
+        print("per grid: " + ", ".join(f"{grid} {count}" for grid, count in plan.per_grid().items()))
         return 0
     executor = sweep_executor(
         args.executor,

@@ -24,7 +24,11 @@ A sweep runs in three stages:
 
 Split 0 trains on the full data only, so it does not depend on the selector: it is planned
 once per seed and schedule (selector label ``full-data``) and shared by every selector's
-curve.
+curve. Likewise a rule that uses no embedding (random, random-balanced) is planned once per
+cell whatever the grid's embeddings; every other run records the embedding its selection is
+made on, and its selection's name carries the embedding's name and (in its hash) fingerprint,
+so one selector on two embeddings never shares a run, and a finished run is reused only for
+the same embedding.
 
 A sweep's results table and statistics come from :mod:`toolkit.results`; :func:`write_outputs`
 writes them with the figures of :mod:`toolkit.viz.results`.
@@ -50,7 +54,7 @@ from typing import Any, Literal, Protocol
 
 import pandas as pd
 
-from toolkit.artifacts import atomic_write_json, fingerprint_bytes, pid_alive, to_jsonable
+from toolkit.artifacts import atomic_write_json, atomic_write_text, fingerprint_bytes, pid_alive, to_jsonable
 from toolkit.data import ImageDataset, load_dataset
 from toolkit.embedding import load_embedding
 from toolkit.errors import SampleSiftError, require, terminate_as_interrupt
@@ -58,6 +62,8 @@ from toolkit.results import (
     EQUAL_STEPS,
     EQUAL_TIME,
     config_key,
+    gain_table,
+    paired_differences,
     results_table,
     run_config_key,
     selector_label,
@@ -72,6 +78,8 @@ from toolkit.workspace import Workspace, as_workspace
 
 #: The paper's subset: 4,320 samples, 8.64% of CIFAR-10's 50,000 training images.
 PAPER_SUBSET = 4320
+#: The baseline a sweep's paired differences are read against.
+BASELINE = "random-balanced"
 
 
 # --------------------------------------------------------------------------- sweep specification
@@ -79,11 +87,17 @@ PAPER_SUBSET = 4320
 
 @dataclass
 class Grid:
-    """One cross product of runs: selectors x sizes x splits x seeds x schedules.
+    """One cross product of runs: selectors x embeddings x sizes x splits x seeds x schedules.
 
     Attributes:
-        name: a label for this part of a sweep (``fig5``, ``fig6``, ...).
+        name: a label for this part of a sweep (``fig5``, ``fig6``, ...); several grids may
+            share one (a preset's part made of more than one cross product).
         selectors: selector registry names (``samplesift methods``).
+        embeddings: embedding names the selectors run on; ``None`` is the sweep's
+            :attr:`SweepSpec.embedding` (itself the newest by default). Selectors that use
+            no embedding (``random``, ``random-balanced``) are planned once per cell, not once
+            per embedding; a selector that reads per-sample scores (``ccs``) is skipped, with
+            the reason recorded in the plan, on an embedding that does not record them.
         sizes: subset budgets K (the paper: 4,320).
         splits: shares of the run spent on the subset, each in [0, 1]; 0 is the full-data
             baseline, planned once per seed and schedule whatever the selectors.
@@ -97,6 +111,7 @@ class Grid:
 
     name: str = "grid"
     selectors: tuple[str, ...] = ("random", "random-balanced", "topk-activation")
+    embeddings: tuple[str | None, ...] = (None,)
     sizes: tuple[int, ...] = (PAPER_SUBSET,)
     splits: tuple[float, ...] = (0.0, 0.5, 1.0)
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -111,6 +126,15 @@ class Grid:
         require(bool(self.selectors) or set(self.splits) <= {0.0}, f"grid {self.name}: give at least one selector")
         for name in self.selectors:
             get_selector(name, **self.params.get(name, {}))  # unknown names and bad params fail here
+        require(bool(self.embeddings), f"grid {self.name}: give at least one embedding (None: the sweep's default)")
+        require(
+            all(e is None or (isinstance(e, str) and e.strip()) for e in self.embeddings),
+            f"grid {self.name}: embeddings are embedding names (or None for the default), got {self.embeddings}",
+        )
+        require(
+            len(set(self.embeddings)) == len(self.embeddings),
+            f"grid {self.name}: embeddings repeat a name: {self.embeddings}",
+        )
         require(bool(self.sizes), f"grid {self.name}: give at least one subset size")
         require(all(int(k) >= 1 for k in self.sizes), f"grid {self.name}: sizes must be positive, got {self.sizes}")
         require(bool(self.splits), f"grid {self.name}: give at least one split")
@@ -201,12 +225,99 @@ PAPER_SPLITS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0)
 CPU_SPLITS = (0.0, 0.5, 0.9, 1.0)
 #: The paper's fixed budget: 7 minutes against a full run of about 12.3 (736 s).
 PAPER_TIME_BUDGET = 420.0
+#: The named sweeps of :func:`preset_sweep`.
+PRESETS = ("paper", "cpu", "cpu-converged")
 
 
-def preset_sweep(name: str, data: str = "cifar10", *, selectors: Sequence[str] | None = None) -> SweepSpec:
-    """A named sweep: ``paper`` (the paper's schedule, for a GPU) or ``cpu`` (scaled for a 2-core CPU).
+#: The ``cpu-converged`` protocol: every run is 1,500 steps of 128 (192,000 images, ~3.8 epochs of
+#: CIFAR-10), so at 100/0 the subset is seen ~44 times at K = 4,320, ~190 at K = 1,000 and ~960 at
+#: K = 200: long enough for it to be learned, the regime where the choice of samples can show.
+CONVERGED_STEPS, CONVERGED_BATCH = 1500, 128
+#: Budgets K of ``cpu-converged``: the paper's 8.64 %, 2 % and 0.4 % (20 per class) of CIFAR-10.
+CONVERGED_SIZES = (PAPER_SUBSET, 1000, 200)
+#: Seeds of the final grid: 3 at K = 4,320 and 1,000; 5 at K = 200, where one seed swings 2-3 points.
+CONVERGED_SEEDS, CONVERGED_SEEDS_SMALL = (0, 1, 2), (0, 1, 2, 3, 4)
+#: The pilot's seed: not one of the final seeds, so the pairs it picks are measured on fresh seeds.
+PILOT_SEED, PILOT_SIZE = 100, 1000
+#: The pilot's embeddings and selectors (each run balanced; plain random is added unbalanced).
+PILOT_EMBEDDINGS = ("autoencoder", "contrastive", "pixels-pca", "proxy")
+PILOT_SELECTORS = (
+    "random-balanced",
+    "topk-activation",
+    "k-means",
+    "facility-location",
+    "prototype-easy",
+    "typiclust",
+    "probcover",
+    "ccs",
+    "moderate",
+)
+#: Pairs the final grid always runs: the paper's rule on the paper's embedding.
+CONVERGED_PAIRS = ("autoencoder:topk-activation",)
+#: Baselines the final grid always runs (they use no embedding), with the full-data run.
+CONVERGED_BASELINES = ("random", "random-balanced")
 
-    Both use the paper's 4,320-sample subset and hold two grids:
+
+def parse_pairs(pairs: Sequence[str]) -> list[tuple[str, str]]:
+    """``["proxy:ccs", ...]`` as ``[("proxy", "ccs"), ...]``, checked (selector names must be known)."""
+    parsed = []
+    for text in pairs:
+        embedding, sep, selector = str(text).strip().partition(":")
+        require(
+            bool(sep) and bool(embedding.strip()) and bool(selector.strip()),
+            f"--pairs takes EMBEDDING:SELECTOR items (e.g. proxy:ccs,contrastive:typiclust), got {text!r}",
+        )
+        get_selector(selector.strip())  # an unknown selector fails here, with the list of known ones
+        pair = (embedding.strip(), selector.strip())
+        if pair not in parsed:
+            parsed.append(pair)
+    return parsed
+
+
+def _converged_sweep(data: str, selectors: Sequence[str] | None, pairs: Sequence[str] | None) -> SweepSpec:
+    common = {"splits": (0.0, 0.5, 1.0), "steps": (CONVERGED_STEPS,)}
+    pilot_run = {"sizes": (PILOT_SIZE,), "splits": (1.0,), "seeds": (PILOT_SEED,), "steps": (CONVERGED_STEPS,)}
+    pilot_selectors = tuple(dict.fromkeys((*PILOT_SELECTORS, *(selectors or ()))))
+    grids = [
+        Grid(name="pilot", selectors=pilot_selectors, embeddings=PILOT_EMBEDDINGS, balanced=True, **pilot_run),
+        Grid(name="pilot", selectors=("random",), **pilot_run),
+    ]
+    chosen = parse_pairs([*CONVERGED_PAIRS, *(pairs or ())])
+    by_embedding: dict[str, list[str]] = {}
+    for embedding, selector in chosen:
+        by_embedding.setdefault(embedding, []).append(selector)
+    for sizes, seeds in (((PAPER_SUBSET, 1000), CONVERGED_SEEDS), ((200,), CONVERGED_SEEDS_SMALL)):
+        grids.append(Grid(name="final", selectors=CONVERGED_BASELINES, sizes=sizes, seeds=seeds, **common))
+        for embedding, chosen_selectors in by_embedding.items():
+            grids.append(
+                Grid(
+                    name="final",
+                    selectors=tuple(chosen_selectors),
+                    embeddings=(embedding,),
+                    sizes=sizes,
+                    seeds=seeds,
+                    balanced=True,
+                    **common,
+                )
+            )
+    return SweepSpec(
+        name="cpu-converged",
+        data=data,
+        grids=tuple(grids),
+        train=TrainConfig(batch=CONVERGED_BATCH, evals=0, log_every=10),
+    )
+
+
+def preset_sweep(
+    name: str,
+    data: str = "cifar10",
+    *,
+    selectors: Sequence[str] | None = None,
+    pairs: Sequence[str] | None = None,
+) -> SweepSpec:
+    """A named sweep: ``paper`` (for a GPU), ``cpu`` (scaled for a 2-core CPU) or ``cpu-converged``.
+
+    ``paper`` and ``cpu`` both use the paper's 4,320-sample subset and hold two grids:
 
     * ``fig5``: equal steps, splits 0/100 ... 100/0, random, balanced random, top-k activation
       (plus ``selectors``), 3 seeds.
@@ -223,14 +334,41 @@ def preset_sweep(name: str, data: str = "cifar10", *, selectors: Sequence[str] |
     six (57 runs) on two workers; the whole preset adds 9 runs of Fig. 6 (about 15 minutes).
     On the shared machine the committed results came from (load average 8-13 most of the
     time), runs took 5-15 minutes each.
+
+    ``cpu-converged`` (any ``data``; written for CIFAR-10 on a 2-core CPU) asks whether any
+    embedding and selector beats random once the subset has been learned. Equal steps: every
+    run is 1,500 steps of 128 (:data:`CONVERGED_STEPS`), final evaluation only. Two parts:
+
+    * ``pilot``: 1 seed (100, not a final seed), K = 1,000, 100/0 only; embeddings
+      autoencoder, contrastive, pixels-pca and proxy x selectors random-balanced,
+      topk-activation, k-means, facility-location, prototype-easy, typiclust, probcover, ccs
+      and moderate, all balanced (plus ``selectors``), and plain random. ``ccs`` reads the
+      proxy's per-sample scores, so it runs on ``proxy`` only (the other three combinations
+      are skipped, with the reason, in the plan). random-balanced and random use no
+      embedding and run once: 28 + 1 + 2 = **31 runs**.
+    * ``final``: splits 0/100 (full data), 50/50 and 100/0 at K = 4,320 and 1,000 with seeds
+      0, 1, 2 and at K = 200 with seeds 0-4; the same seeds for every selection, so
+      differences pair by seed. It runs random, random-balanced, the full-data run (one per
+      seed: 5), the paper's ``autoencoder:topk-activation`` and the ``pairs`` chosen from the
+      pilot (``EMBEDDING:SELECTOR``, balanced): 22 x (P + 2) + 5 runs for P pairs
+      (topk-activation counted), i.e. **71 runs** with no pair added and **137** with three.
+
+    The four embeddings must exist under those names (``samplesift embed --encoder NAME``
+    names each after its encoder). Run time, an estimate (not measured end to end): a
+    1,500-step run of batch 128 takes about 4-6 minutes of one core here, plus about a minute
+    to load and evaluate; with ``--workers 2`` the pilot takes about 1.5-2 hours and the final
+    grid with three pairs about 6-8 hours, longer when the machine is shared.
     """
+    if name == "cpu-converged":
+        return _converged_sweep(data, selectors, pairs)
+    require(not pairs, f"pairs choose the final grid of preset cpu-converged; preset {name} has none")
     fig5_selectors = ("random", "random-balanced", "topk-activation", *tuple(selectors or ()))
     if name == "paper":
         steps, batch, budget, evals, splits = 10_000, 1024, PAPER_TIME_BUDGET, 10, PAPER_SPLITS
     elif name == "cpu":
         steps, batch, budget, evals, splits = CPU_STEPS, CPU_BATCH, CPU_TIME_BUDGET, 1, CPU_SPLITS
     else:
-        raise SampleSiftError(f"unknown preset {name!r}; choose paper or cpu")
+        raise SampleSiftError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return SweepSpec(
         name=name,
         data=data,
@@ -258,26 +396,31 @@ def build_sweep(
     data: str = "digits",
     max_per_class: int | None = None,
     embedding: str | None = None,
+    pairs: Sequence[str] | None = None,
     grid: dict[str, Any] | None = None,
     train: dict[str, Any] | None = None,
 ) -> SweepSpec:
     """A sweep from a preset (some of its ``parts``) and/or explicit values; ``None`` values are unset.
 
-    With a preset, ``add_selectors`` join its Fig. 5 grid, the ``grid`` values replace the
-    same fields of each of its grids and the ``train`` values its training settings; without
-    one, they make a single grid.
+    With a preset, ``add_selectors`` join its Fig. 5 grid (``cpu-converged``: its pilot
+    matrix), ``pairs`` (``EMBEDDING:SELECTOR``, ``cpu-converged`` only) join its final grid,
+    the ``grid`` values replace the same fields of each of its grids and the ``train`` values
+    its training settings; without one, they make a single grid.
     """
     grid_values = {k: v for k, v in (grid or {}).items() if v is not None}
     if preset is not None:
-        spec = preset_sweep(preset, data, selectors=add_selectors)
+        spec = preset_sweep(preset, data, selectors=add_selectors, pairs=pairs)
         if parts:
-            known = [g.name for g in spec.grids]
+            known = list(dict.fromkeys(g.name for g in spec.grids))
             unknown = sorted(set(parts) - set(known))
             require(not unknown, f"preset {preset} has no part(s) {unknown}; its parts are {', '.join(known)}")
             spec = replace(spec, grids=tuple(g for g in spec.grids if g.name in parts))
         spec = spec.with_overrides(grid_values, train)
     else:
-        require(not parts and not add_selectors, "--part and --add-selectors change a preset; give --preset too")
+        require(
+            not parts and not add_selectors and not pairs,
+            "--part, --add-selectors and --pairs change a preset; give --preset too",
+        )
         require(
             bool(grid_values.get("steps")) or bool(grid_values.get("time_budgets")),
             "give --steps (equal-steps protocol) and/or --time-budgets (equal-time protocol), or use --preset",
@@ -325,6 +468,8 @@ class PlannedRun:
     config: TrainConfig
     selection_name: str | None
     key: str
+    embedding: str | None = None
+    embedding_fingerprint: str | None = None
 
     @property
     def selector(self) -> str:
@@ -333,7 +478,22 @@ class PlannedRun:
     def describe(self) -> str:
         schedule = f"{self.config.steps} steps" if self.config.steps is not None else f"{self.config.time_budget:g} s"
         size = "" if self.size is None else f" K={self.size}"
-        return f"{self.selector}{size} split {self.split:g} seed {self.seed} ({schedule} of {self.config.batch})"
+        on = "" if self.embedding is None else f" on {self.embedding}"
+        return f"{self.selector}{on}{size} split {self.split:g} seed {self.seed} ({schedule} of {self.config.batch})"
+
+
+@dataclass
+class SkippedRuns:
+    """Runs a sweep leaves out, and why (a selector that cannot run on an embedding)."""
+
+    grid: str
+    method: str
+    embedding: str
+    reason: str
+    runs: int = 0
+
+    def describe(self) -> str:
+        return f"{self.method} on {self.embedding} (grid {self.grid}, {self.runs} run(s)): {self.reason}"
 
 
 PlanState = Literal["new", "finished", "resume", "running"]
@@ -356,6 +516,7 @@ class RunPlan:
     dataset: ImageDataset
     workspace: Workspace
     entries: list[PlanEntry]
+    skipped: list[SkippedRuns] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """How many planned runs are new, finished, to resume, or running elsewhere."""
@@ -369,7 +530,20 @@ class RunPlan:
         return (
             f"{len(self.entries)} runs: {c['finished']} finished (reused), {c['resume']} to resume, "
             f"{c['new']} new, {c['running']} running in another process"
+            + (
+                f"; {sum(s.runs for s in self.skipped)} skipped ({len(self.skipped)} selector-embedding combination(s) "
+                "that cannot run)"
+                if self.skipped
+                else ""
+            )
         )
+
+    def per_grid(self) -> dict[str, int]:
+        """Planned runs per grid name (a run shared by several grids counts for the first)."""
+        out: dict[str, int] = {}
+        for entry in self.entries:
+            out[entry.run.grid] = out.get(entry.run.grid, 0) + 1
+        return out
 
     def prepare(self) -> list[RunTask]:
         """Make missing selections, queue new runs, claim those to resume, and return the runs to execute."""
@@ -404,7 +578,7 @@ class RunPlan:
         path = self.workspace.selection_path(self.dataset.key, planned.selection_name)
         if path.exists():
             return load_selection(path, self.dataset, workspace=self.workspace)
-        return make_selection(
+        selection = make_selection(
             self.dataset,
             planned.method,
             size=planned.size,
@@ -413,18 +587,45 @@ class RunPlan:
             name=planned.selection_name,
             params=dict(planned.params),
             workspace=self.workspace,
-            embedding=self.spec.embedding,
+            embedding=planned.embedding if planned.embedding is not None else self.spec.embedding,
         )
+        made_on = (selection.manifest.get("embedding") or {}).get("fingerprint")
+        require(
+            planned.embedding_fingerprint is None or made_on == planned.embedding_fingerprint,
+            f"embedding {planned.embedding!r} changed while the sweep was being planned; run the sweep again",
+        )
+        return selection
 
 
 def _run_name(sweep: str, planned: PlannedRun) -> str:
     schedule = f"n{planned.config.steps}" if planned.config.steps is not None else f"t{planned.config.time_budget:g}"
     size = "" if planned.size is None else f"-k{planned.size}"
-    return f"{sweep}-{planned.selector}{size}-s{planned.split:g}-{schedule}-seed{planned.seed}"
+    on = "" if planned.embedding is None else f"-{planned.embedding}"
+    return f"{sweep}-{planned.selector}{on}{size}-s{planned.split:g}-{schedule}-seed{planned.seed}"
 
 
-def _embedding_fingerprint(spec: SweepSpec, dataset: ImageDataset, ws: Workspace) -> str:
-    return load_embedding(dataset, workspace=ws, name=spec.embedding).fingerprint
+@dataclass(frozen=True)
+class EmbeddingRef:
+    """What a sweep needs to know of an embedding: its name, encoder, fingerprints and score columns."""
+
+    name: str
+    encoder: str
+    fingerprint: str
+    scores: tuple[str, ...]
+    scores_fingerprint: str | None
+
+
+def embedding_ref(dataset: ImageDataset, ws: Workspace, name: str | None) -> EmbeddingRef:
+    """The embedding ``name`` of ``dataset`` (default: the newest), verified, as an :class:`EmbeddingRef`."""
+    embedding = load_embedding(dataset, workspace=ws, name=name)
+    m = embedding.manifest
+    return EmbeddingRef(
+        embedding.name,
+        embedding.encoder,
+        embedding.fingerprint,
+        tuple(m.get("scores") or ()),
+        m.get("scores_fingerprint"),
+    )
 
 
 def plan_sweep(
@@ -440,6 +641,10 @@ def plan_sweep(
     matches a finished run is ``finished`` (reused); one matching a queued, interrupted or
     failed run is ``resume`` (continued from its checkpoint); one matching a run still
     alive in another process is ``running`` (left alone); anything else is ``new``.
+
+    Embeddings are read once each, and only when a selector needs one. A selector that reads
+    per-sample scores the embedding does not record (``ccs`` on anything but ``proxy``) is
+    left out and listed in :attr:`RunPlan.skipped` with the reason, not an error.
     """
     spec.validate()
     ws = as_workspace(workspace)
@@ -452,33 +657,65 @@ def plan_sweep(
             f"grid {grid.name}: subset sizes {too_big} exceed the {dataset.num_train} training samples of "
             f"{dataset.key}; choose --sizes of at most {dataset.num_train}",
         )
-    embedding_fp: str | None = None
+    refs: dict[str | None, EmbeddingRef] = {}
+
+    def ref_of(name: str | None) -> EmbeddingRef:
+        if name not in refs:
+            refs[name] = embedding_ref(dataset, ws, name if name is not None else spec.embedding)
+        return refs[name]
+
     planned: dict[str, tuple[int, PlannedRun]] = {}
+    skipped: dict[tuple[str, str, str], SkippedRuns] = {}
     for grid in spec.grids:
         base = replace(spec.train, **grid.train)
-        cells = itertools.product(grid.seeds, grid.schedules(), grid.sizes, grid.selectors or (None,), grid.splits)
-        for seed, (steps, budget), size, method, split in cells:
+        # A grid without an embedding axis names its selections as before the axis existed,
+        # so the runs of earlier sweeps are still found and reused.
+        named = grid.embeddings != (None,)
+        cells = itertools.product(
+            grid.seeds, grid.schedules(), grid.sizes, grid.selectors or (None,), grid.embeddings, grid.splits
+        )
+        for seed, (steps, budget), size, method, embedding, split in cells:
             seed, split = int(seed), float(split)
             config = replace(base, split=split, steps=steps, time_budget=budget, seed=seed)
             run_method: str | None = None
             run_size: int | None = None
             params: dict[str, Any] = {}
             selection_name = None
+            ref: EmbeddingRef | None = None
             if split > 0.0 and method is not None:  # at split 0 (full data) the selector plays no part
                 run_method, run_size, params = method, int(size), grid.params.get(method, {})
-                needs_embedding = get_selector(method, **params).needs_embeddings
-                if needs_embedding and embedding_fp is None:
-                    embedding_fp = _embedding_fingerprint(spec, dataset, ws)
+                selector = get_selector(method, **params)
+                if selector.needs_embeddings or selector.needs_sample_scores:
+                    ref = ref_of(embedding)
+                if selector.needs_sample_scores:
+                    assert ref is not None
+                    missing = [c for c in selector.score_columns() if c not in ref.scores]
+                    if missing:
+                        where = (grid.name, method, ref.name)
+                        if where not in skipped:
+                            reason = (
+                                f"{method} reads the per-sample score(s) {', '.join(missing)}, which embedding "
+                                f"{ref.name!r} ({ref.encoder}) does not record"
+                                + (f" (it has: {', '.join(ref.scores)})" if ref.scores else "")
+                                + "; the proxy encoder records them"
+                            )
+                            skipped[where] = SkippedRuns(grid.name, method, ref.name, reason)
+                        skipped[where].runs += 1
+                        continue
                 recipe = {
                     "method": method,
                     "params": params,
                     "size": run_size,
                     "balanced": grid.balanced,
                     "seed": seed,
-                    "embedding": embedding_fp if needs_embedding else None,
+                    "embedding": None if ref is None else ref.fingerprint,
                 }
+                if selector.needs_sample_scores:
+                    assert ref is not None
+                    recipe["scores"] = ref.scores_fingerprint
                 digest = fingerprint_bytes(json.dumps(to_jsonable(recipe), sort_keys=True))[:8]
-                selection_name = f"{default_name(method, run_size, seed, grid.balanced)}-{digest}"
+                on = f"-{ref.name}" if named and ref is not None else ""
+                selection_name = f"{default_name(method, run_size, seed, grid.balanced)}{on}-{digest}"
             key = config_key(dataset.fingerprint, selection_name, config.to_dict())
             if key not in planned:
                 run = PlannedRun(
@@ -492,6 +729,8 @@ def plan_sweep(
                     config=config,
                     selection_name=selection_name,
                     key=key,
+                    embedding=None if ref is None else ref.name,
+                    embedding_fingerprint=None if ref is None else ref.fingerprint,
                 )
                 planned[key] = (seed, run)
     existing = _existing_runs(ws, dataset.key)
@@ -500,7 +739,7 @@ def plan_sweep(
     for _, run in ordered:
         found = existing.get(run.key, [])
         entries.append(_match(run, found))
-    return RunPlan(spec=spec, dataset=dataset, workspace=ws, entries=entries)
+    return RunPlan(spec=spec, dataset=dataset, workspace=ws, entries=entries, skipped=list(skipped.values()))
 
 
 def _existing_runs(ws: Workspace, dataset_key: str) -> dict[str, list[tuple[Run, str]]]:
@@ -800,11 +1039,25 @@ def run_sweep(
 def write_outputs(result: SweepResult, folder: str | Path, *, png: bool = True) -> list[Path]:
     """Write a sweep's table, statistics, spec and figures (HTML, and PNG unless ``png=False``).
 
+    Tables: ``results`` (one row per run), ``summary`` (per cell, over seeds), ``paired``
+    (:func:`~toolkit.results.paired_differences` against random-balanced: per embedding, K,
+    split and schedule, the mean paired difference with its 95% interval) and ``gain``
+    (:func:`~toolkit.results.gain_table`: the same, one row per pair), each as CSV and Parquet.
+
     Figures: Fig. 5 (accuracy vs split) and Fig. 7b (training loss vs step of the first
     seed's runs at 0/100 and 100/0) from the equal-steps runs, Fig. 6 (fixed time budget) and
-    Fig. 7 (loss vs time) from the equal-time runs, each when there is data.
+    Fig. 7 (loss vs time) from the equal-time runs, the learning curve (accuracy vs K at
+    100/0: the best pair, random-balanced, random and full data) and the gain over random,
+    each when there is data.
     """
-    from toolkit.viz.results import accuracy_vs_split, loss_curves, save_figure, time_budget_bars
+    from toolkit.viz.results import (
+        accuracy_vs_split,
+        gain_figure,
+        learning_curve_figure,
+        loss_curves,
+        save_figure,
+        time_budget_bars,
+    )
 
     folder = Path(folder)
     table = result.table
@@ -812,12 +1065,25 @@ def write_outputs(result: SweepResult, folder: str | Path, *, png: bool = True) 
     written += write_table(summarize(table), folder, stem="summary")
     written.append(atomic_write_json(folder / "spec.json", result.spec.to_dict()))
     figures = {}
+    try:
+        paired = paired_differences(table, baseline=BASELINE)
+    except SampleSiftError as exc:  # runs that cannot be paired unambiguously: say so, write the rest
+        written.append(atomic_write_text(folder / "paired.txt", f"no paired differences: {exc}\n"))
+        paired = None
+    if paired is not None:
+        written += write_table(paired, folder, stem="paired")
+        written += write_table(gain_table(paired), folder, stem="gain")
+        if ((paired["n"] > 0) & (paired["protocol"] == EQUAL_STEPS)).any():
+            figures["gain_over_random"] = gain_figure(paired, split=None)
     stepped = table[table["protocol"] == EQUAL_STEPS]
     if not stepped.empty:
         figures["fig5_accuracy_vs_split"] = accuracy_vs_split(table)
         extremes = stepped[stepped["split"].isin([0.0, 1.0]) & (stepped["seed"] == stepped["seed"].min())]
         if not extremes.empty:
             figures["fig7b_loss_vs_step"] = loss_curves(extremes, x="step")
+        if (stepped["split"] == 1.0).any() and paired is not None:
+            with contextlib.suppress(SampleSiftError):  # no baseline or pair at 100/0: nothing to draw
+                figures["learning_curve"] = learning_curve_figure(table)
     timed = table[table["protocol"] == EQUAL_TIME]
     if not timed.empty:
         figures["fig6_time_budget"] = time_budget_bars(table)

@@ -33,8 +33,19 @@ from toolkit.workspace import Workspace
 EQUAL_STEPS = "equal-steps"
 EQUAL_TIME = "equal-time"
 FULL_DATA = "full-data"
-#: Columns that identify a cell of a results table (everything but the seed).
-CELL_COLUMNS = ["dataset", "protocol", "selector", "size", "split", "steps_planned", "time_budget", "batch"]
+#: Columns that identify a cell of a results table (everything but the seed). ``embedding`` is
+#: the embedding the selection was made on (empty for rules that use none, and at split 0).
+CELL_COLUMNS = [
+    "dataset",
+    "protocol",
+    "selector",
+    "embedding",
+    "size",
+    "split",
+    "steps_planned",
+    "time_budget",
+    "batch",
+]
 
 #: Columns a results table takes from each run's summary.json.
 _SUMMARY_COLUMNS = (
@@ -62,6 +73,7 @@ RESULT_COLUMNS = [
     "method",
     "balanced",
     "selection",
+    "embedding",
     "size",
     "split",
     "seed",
@@ -125,6 +137,7 @@ def run_info(run: Run) -> dict[str, Any]:
         "method": method,
         "balanced": balanced,
         "selection": selection.get("name"),
+        "embedding": _embedding_name(selection) if split > 0 else None,
         "size": selection.get("size") if split > 0 else None,
         "split": split,
         "seed": int(train["seed"]),
@@ -135,6 +148,21 @@ def run_info(run: Run) -> dict[str, Any]:
         "config_key": run_config_key(run),
         "path": str(run.path),
     }
+
+
+def _embedding_name(selection: dict[str, Any]) -> str | None:
+    """The name of the embedding a run's selection was made on (``None`` for rules that use none).
+
+    Runs recorded before the name was kept in the run's config have only the fingerprint:
+    the name is then read from the selection's manifest, when it is still there.
+    """
+    if selection.get("embedding") is not None or not selection.get("embedding_fingerprint"):
+        return selection.get("embedding")
+    try:
+        manifest = json.loads(Path(str(selection.get("path"))).read_text())
+        return (manifest.get("embedding") or {}).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _run_row(run: Run) -> dict[str, Any] | None:
@@ -154,6 +182,7 @@ def _run_row(run: Run) -> dict[str, Any] | None:
 
 def _table(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(list(rows), columns=RESULT_COLUMNS)
+    frame["embedding"] = frame["embedding"].astype(object)
     for column in ("size", "steps_planned", "steps", "steps_fast", "images_seen"):
         frame[column] = frame[column].astype("Int64")
     for column in ("split", "time_budget", "test_accuracy", "wall_time_s"):
@@ -208,10 +237,15 @@ def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95
     return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
 
 
-def summarize(
-    table: pd.DataFrame, value: str = "test_accuracy", by: Sequence[str] = tuple(CELL_COLUMNS)
-) -> pd.DataFrame:
-    """Per cell (all columns of ``by``; seeds pooled): n, mean, std, 95% interval, min and max of ``value``."""
+def _present(columns: Sequence[str], table: pd.DataFrame) -> list[str]:
+    """``columns`` without ``embedding`` when ``table`` has no such column (tables made by hand)."""
+    return [c for c in columns if c != "embedding" or c in table.columns]
+
+
+def summarize(table: pd.DataFrame, value: str = "test_accuracy", by: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per cell (all columns of ``by``, default :data:`CELL_COLUMNS`; seeds pooled): n, mean, std,
+    95% interval, min and max of ``value``."""
+    by = _present(CELL_COLUMNS, table) if by is None else list(by)
     rows = []
     for cell, group in table.groupby(list(by), dropna=False, sort=True):
         values = group[value].to_numpy(dtype=np.float64)
@@ -258,8 +292,8 @@ def paired_differences(
 
     A selector's run is paired with the baseline's run of the same seed in the same cell: the
     same values of every ``by`` column, by default :data:`PAIR_COLUMNS` (data set, protocol,
-    subset size K, split and schedule), with ``embedding`` first when the table has that
-    column; a baseline run with no embedding (random rules use none) is then the partner of
+    embedding, subset size K, split and schedule; ``embedding`` only when the table has that
+    column); a baseline run with no embedding (random rules use none) is then the partner of
     the same seed's run in every embedding's cell. Seeds without a partner (or with a missing
     value) are never paired: they are listed in ``unmatched_seeds`` and ``n`` counts the
     matched pairs only. The interval is the Student-t interval (``confidence``, 95% by
@@ -279,7 +313,7 @@ def paired_differences(
     text, so the table prints and saves as CSV as it is.
     """
     if by is None:
-        by = ["embedding", *PAIR_COLUMNS] if "embedding" in table.columns else list(PAIR_COLUMNS)
+        by = _present(PAIR_COLUMNS, table)
     by = list(by)
     require(
         "selector" not in by and "seed" not in by,
@@ -356,7 +390,7 @@ def time_to_target(table: pd.DataFrame, target: float) -> pd.DataFrame:
         rows.append(
             {
                 "run_id": row.run_id,
-                **{c: getattr(row, c) for c in CELL_COLUMNS},
+                **{c: getattr(row, c, None) for c in CELL_COLUMNS},
                 "seed": row.seed,
                 "target": target,
                 "steps_to_target": None if first is None else int(first["step"]),
@@ -368,3 +402,175 @@ def time_to_target(table: pd.DataFrame, target: float) -> pd.DataFrame:
     if not frame.empty:
         frame["steps_to_target"] = frame["steps_to_target"].astype("Int64")
     return frame
+
+
+# --------------------------------------------------------------------------- does it beat random?
+
+#: The baselines every pair is read against: they use no embedding.
+RANDOM_BASELINES = ("random", "random-balanced")
+#: Columns of :func:`learning_curve`.
+CURVE_COLUMNS = ["series", "selector", "embedding", "steps_planned", "batch", "size", "n", "mean", "std"]
+CURVE_COLUMNS += ["ci_low", "ci_high", "seeds"]
+
+
+def pair_label(selector: str, embedding: Any = None) -> str:
+    """``embedding:selector`` for a rule run on an embedding, else the selector alone."""
+    return selector if embedding is None or embedding != embedding or embedding == "" else f"{embedding}:{selector}"
+
+
+def best_pair(paired: pd.DataFrame, split: float = 1.0) -> tuple[str, str | None] | None:
+    """The (selector, embedding) with the highest mean paired difference at ``split``, averaged over K.
+
+    Read from :func:`paired_differences` (equal-steps cells only); the random baselines and
+    cells without a pair are left out. ``None`` when nothing is left.
+    """
+    rows = paired[(paired["split"] == split) & (paired["n"] > 0) & ~paired["selector"].isin(RANDOM_BASELINES)]
+    if "protocol" in rows.columns:
+        rows = rows[rows["protocol"] == EQUAL_STEPS]
+    if rows.empty:
+        return None
+    embedding = rows["embedding"] if "embedding" in rows.columns else pd.Series(None, index=rows.index)
+    keyed = rows.assign(_embedding=embedding.astype(object).where(embedding.notna(), ""))
+    means = keyed.groupby(["selector", "_embedding"], sort=True)["mean_diff"].mean()
+    selector, embedding_name = means.idxmax()  # the first of equal means, in sorted order
+    return str(selector), (str(embedding_name) or None)
+
+
+def learning_curve(
+    table: pd.DataFrame,
+    pair: tuple[str, str | None] | None = None,
+    *,
+    split: float = 1.0,
+    baselines: Sequence[str] = RANDOM_BASELINES,
+) -> pd.DataFrame:
+    """Test accuracy against the budget K at ``split`` (equal steps), per series, over seeds.
+
+    Series: the ``pair`` (selector, embedding; default the :func:`best_pair` against
+    random-balanced), each of ``baselines``, and the full-data run (one point per schedule,
+    ``size`` empty: it uses no subset). Each point is the mean over seeds with its standard
+    deviation and 95% Student-t interval (:func:`mean_interval`); columns :data:`CURVE_COLUMNS`.
+    """
+    rows = table[table["protocol"] == EQUAL_STEPS]
+    if pair is None and not rows.empty:
+        pair = best_pair(paired_differences(rows), split)
+    embedding = rows["embedding"] if "embedding" in rows.columns else pd.Series(None, index=rows.index, dtype=object)
+    wanted = [(b, None) for b in baselines] + ([pair] if pair is not None else [])
+    out = []
+    for selector, on in [*wanted, (FULL_DATA, None)]:
+        if selector == FULL_DATA:
+            picked = rows[rows["selector"] == FULL_DATA]
+        else:
+            picked = rows[(rows["selector"] == selector) & (rows["split"] == split)]
+            if on is not None:
+                picked = picked[embedding.loc[picked.index] == on]
+        for (steps, batch, size), group in picked.groupby(["steps_planned", "batch", "size"], dropna=False, sort=True):
+            stats = mean_interval(group["test_accuracy"].to_numpy(dtype=np.float64))
+            out.append(
+                {
+                    "series": pair_label(selector, on),
+                    "selector": selector,
+                    "embedding": on,
+                    "steps_planned": steps,
+                    "batch": batch,
+                    "size": size,
+                    **stats,
+                    "seeds": ",".join(str(s) for s in sorted(group["seed"])),
+                }
+            )
+    frame = pd.DataFrame(out, columns=CURVE_COLUMNS)
+    frame["size"] = frame["size"].astype("Int64")
+    frame["n"] = frame["n"].astype("int64")
+    return frame
+
+
+def gain_table(paired: pd.DataFrame, split: float | None = None) -> pd.DataFrame:
+    """The "gain over random" table: one row per pair, one column per split and K.
+
+    Each cell reads ``+1.23 [-0.40, +2.86] n=3``: the mean paired difference to the
+    baseline in percentage points with its 95% interval and the number of paired seeds
+    (``*`` marks an interval entirely above zero). Rows are sorted by their mean gain
+    (``mean_gain``, points, over the cells shown). Equal-steps cells only.
+    """
+    rows = paired[paired["n"] > 0]
+    if "protocol" in rows.columns:
+        rows = rows[rows["protocol"] == EQUAL_STEPS]
+    if split is not None:
+        rows = rows[rows["split"] == split]
+    if rows.empty:
+        return pd.DataFrame(columns=["pair", "mean_gain"])
+    embedding = rows["embedding"] if "embedding" in rows.columns else pd.Series(None, index=rows.index, dtype=object)
+    rows = rows.assign(pair=[pair_label(s, e) for s, e in zip(rows["selector"], embedding, strict=True)])
+
+    def cell(row: pd.Series) -> str:
+        if row["n"] < 2:
+            return f"{100 * row['mean_diff']:+.2f} n={row['n']}"
+        star = " *" if row["ci_above_zero"] else ""
+        interval = f"[{100 * row['ci_low']:+.2f}, {100 * row['ci_high']:+.2f}]"
+        return f"{100 * row['mean_diff']:+.2f} {interval} n={row['n']}{star}"
+
+    rows = rows.assign(
+        _column=[
+            f"K={int(k)} {100 * float(s):g}/{100 - 100 * float(s):g}"
+            for k, s in zip(rows["size"], rows["split"], strict=True)
+        ],
+        _cell=rows.apply(cell, axis=1),
+    )
+    order = rows.sort_values(["split", "size"], ascending=[False, True])["_column"].drop_duplicates().tolist()
+    wide = rows.pivot_table(index="pair", columns="_column", values="_cell", aggfunc="first")
+    wide = wide.reindex(columns=order).fillna("")
+    wide.insert(0, "mean_gain", 100 * rows.groupby("pair")["mean_diff"].mean())
+    wide = wide.sort_values("mean_gain", ascending=False).reset_index()
+    wide.columns.name = None
+    return wide
+
+
+#: Columns of :func:`selection_gain`.
+GAIN_COLUMNS = ["protocol", "size", "split", "steps_planned", "time_budget", "batch", "runs", "mean", "seeds"]
+GAIN_COLUMNS += ["baseline", "n", "baseline_mean", "mean_diff", "ci_low", "ci_high", "ci_above_zero"]
+
+
+def selection_gain(
+    table: pd.DataFrame, selection: str, fingerprint: str | None = None, baseline: str = "random-balanced"
+) -> pd.DataFrame:
+    """A saved selection's measured gain: its finished runs, and how they compare with ``baseline``.
+
+    The runs are those trained on the selection named ``selection`` (with ``fingerprint``,
+    when given: the same samples). Per cell (protocol, K, split, schedule, batch): the runs,
+    their mean test accuracy and seeds, then the mean paired difference to ``baseline``'s
+    runs of the same data set, cell and seed with its 95% interval (NaN with fewer than two
+    pairs). When the baseline has several runs of one seed and cell (different sweeps), their
+    mean is its value for that seed. Columns :data:`GAIN_COLUMNS`; empty when there are no runs.
+    """
+    mine = table[table["selection"] == selection]
+    if fingerprint is not None and not mine.empty:
+        same = [(Run(p).config.get("selection") or {}).get("fingerprint") == fingerprint for p in mine["path"]]
+        mine = mine[same]
+    keys = ["dataset", "protocol", "size", "split", "steps_planned", "time_budget", "batch"]
+    theirs = table[(table["selector"] == baseline) & (table["selection"] != selection)]
+    theirs = theirs.groupby([*keys, "seed"], dropna=False, as_index=False)["test_accuracy"].mean()
+    out = []
+    for cell, group in mine.groupby(keys, dropna=False, sort=True):
+        merged = group[[*keys, "seed", "test_accuracy"]].merge(
+            theirs.rename(columns={"test_accuracy": "_baseline"}), on=[*keys, "seed"], how="left"
+        )
+        ours = merged["test_accuracy"].to_numpy(dtype=np.float64)
+        base = merged["_baseline"].to_numpy(dtype=np.float64)
+        paired = np.isfinite(ours) & np.isfinite(base)
+        stats = mean_interval(ours[paired] - base[paired])
+        values = dict(zip(keys, cell, strict=True))
+        out.append(
+            {
+                **{k: values[k] for k in keys if k != "dataset"},
+                "runs": len(group),
+                "mean": float(np.nanmean(ours)),
+                "seeds": ",".join(str(s) for s in sorted(group["seed"])),
+                "baseline": baseline,
+                "n": stats["n"],
+                "baseline_mean": float(base[paired].mean()) if paired.any() else math.nan,
+                "mean_diff": stats["mean"],
+                "ci_low": stats["ci_low"],
+                "ci_high": stats["ci_high"],
+                "ci_above_zero": bool(stats["ci_low"] > 0),
+            }
+        )
+    return pd.DataFrame(out, columns=GAIN_COLUMNS)

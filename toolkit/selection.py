@@ -106,6 +106,7 @@ class Selection:
             "params": m.get("params", {}),
             "fingerprint": self.fingerprint,
             "dataset_fingerprint": self.dataset_fingerprint,
+            "embedding": (m.get("embedding") or {}).get("name"),
             "embedding_fingerprint": (m.get("embedding") or {}).get("fingerprint"),
         }
 

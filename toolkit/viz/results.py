@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 
 from toolkit.artifacts import atomic_write_bytes, atomic_write_text
 from toolkit.errors import SampleSiftError, require
-from toolkit.results import EQUAL_STEPS, EQUAL_TIME, FULL_DATA, mean_interval, run_info
+from toolkit.results import EQUAL_STEPS, EQUAL_TIME, FULL_DATA, learning_curve, mean_interval, pair_label, run_info
 from toolkit.runs import Run
 
 #: Selectors drawn as shaded bands (the baselines every selector is read against).
@@ -75,6 +75,17 @@ def _counts(values: Iterable[int]) -> str:
     return str(unique[0]) if len(unique) == 1 else f"{unique[0]}-{unique[-1]}"
 
 
+def by_embedding(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with each selector shown as ``embedding:selector`` when its runs use several embeddings.
+
+    With one embedding (or none) the labels stay as they are.
+    """
+    if "embedding" not in table.columns or table["embedding"].dropna().nunique() < 2:
+        return table
+    labels = [pair_label(s, e) for s, e in zip(table["selector"], table["embedding"], strict=True)]
+    return table.assign(selector=labels)
+
+
 def accuracy_vs_split(table: pd.DataFrame) -> go.Figure:
     """Fig. 5: test accuracy against the fast/full split under the equal-steps protocol.
 
@@ -84,7 +95,7 @@ def accuracy_vs_split(table: pd.DataFrame) -> go.Figure:
     every curve. Points of different selectors are nudged sideways so their bars do not
     overlap; hover shows the exact split, mean, std, 95% interval and seeds.
     """
-    rows = table[table["protocol"] == EQUAL_STEPS]
+    rows = by_embedding(table[table["protocol"] == EQUAL_STEPS])
     require(not rows.empty, "no finished equal-steps runs to draw (Fig. 5 needs runs with --steps)")
     full = rows[rows["selector"] == FULL_DATA]
     picked = rows[rows["selector"] != FULL_DATA]
@@ -203,7 +214,7 @@ def time_budget_bars(table: pd.DataFrame) -> go.Figure:
     seeds with the standard deviation as error bar; each seed's run is a dot on its bar, so
     every run is visible, as in the paper's figure. Hover gives the steps each run reached.
     """
-    rows = table[table["protocol"] == EQUAL_TIME].copy()
+    rows = by_embedding(table[table["protocol"] == EQUAL_TIME]).copy()
     require(not rows.empty, "no finished equal-time runs to draw (Fig. 6 needs runs with --time-budget)")
     rows["strategy"] = [_strategy(s, p) for s, p in zip(rows["selector"], rows["split"], strict=True)]
     strategies = ["full data", *sorted(s for s in rows["strategy"].unique() if s != "full data")]
@@ -353,6 +364,177 @@ def loss_curves(
                     "from the subset to the full set.",
                     "The loss is on the batches being trained (subset batches in the fast phase), not on "
                     "held-out data.",
+                ]
+            )
+        ],
+    )
+    return figure
+
+
+def _schedule_text(rows: pd.DataFrame) -> str:
+    pairs = sorted({(int(n), int(b)) for n, b in zip(rows["steps_planned"], rows["batch"], strict=True) if pd.notna(n)})
+    return ", ".join(f"{n:,} steps of {b:,}" for n, b in pairs) or "none"
+
+
+def _seed_text(seeds: Iterable[str]) -> str:
+    """``0,1,2`` / ``0,1,2,3,4``: the distinct seed lists of the points drawn."""
+    return "; ".join(sorted({s for s in seeds if s}, key=lambda s: (len(s), s))) or "none"
+
+
+def learning_curve_figure(
+    table: pd.DataFrame, pair: tuple[str, str | None] | None = None, *, split: float = 1.0
+) -> go.Figure:
+    """Test accuracy against the subset budget K at ``split`` (100/0 by default), equal steps.
+
+    Curves: the pair with the highest mean paired difference to random-balanced (or
+    ``pair``), random-balanced and random, each point the mean over seeds with its 95%
+    interval as error bar; the full-data run (same steps, no subset) is a horizontal line
+    with its interval as a band. Computed by :func:`toolkit.results.learning_curve`.
+    """
+    curve = learning_curve(table, pair, split=split)
+    subsets = curve[curve["selector"] != FULL_DATA]
+    require(
+        not subsets.empty,
+        f"no finished equal-steps runs at split {split_label(split)} to draw a learning curve (it needs runs with "
+        "--steps at several --sizes)",
+    )
+    series = list(dict.fromkeys(subsets["series"]))
+    colors = selector_colors(series)
+    figure = go.Figure()
+    sizes = sorted(int(k) for k in subsets["size"].dropna().unique())
+    full = curve[curve["selector"] == FULL_DATA]
+    for row in full.itertuples(index=False):
+        x = [min(sizes), max(sizes)] if len(sizes) > 1 else [sizes[0] * 0.9, sizes[0] * 1.1]
+        color = _FIXED_COLORS[FULL_DATA]
+        label = f"full data ({int(row.steps_planned):,} steps of {int(row.batch):,})"
+        if row.n > 1:
+            figure.add_trace(
+                go.Scatter(
+                    x=[*x, *x[::-1]],
+                    y=[100 * row.ci_high] * 2 + [100 * row.ci_low] * 2,
+                    fill="toself",
+                    mode="lines",
+                    line={"width": 0},
+                    fillcolor=_rgba(color, 0.12),
+                    hoverinfo="skip",
+                    showlegend=False,
+                    legendgroup=label,
+                )
+            )
+        figure.add_trace(
+            go.Scatter(
+                x=x,
+                y=[100 * row.mean] * 2,
+                mode="lines",
+                name=f"{label} (95% band)",
+                legendgroup=label,
+                line={"color": color, "dash": "dot"},
+                hovertemplate=f"full data: %{{y:.2f}}% (n={row.n} seeds: {row.seeds})<extra></extra>",
+            )
+        )
+    for name in series:
+        points = subsets[subsets["series"] == name].sort_values("size")
+        upper = np.nan_to_num(100 * (points["ci_high"] - points["mean"]).to_numpy(dtype=float))
+        lower = np.nan_to_num(100 * (points["mean"] - points["ci_low"]).to_numpy(dtype=float))
+        figure.add_trace(
+            go.Scatter(
+                x=points["size"].astype(int),
+                y=100 * points["mean"],
+                mode="lines+markers",
+                name=name,
+                line={"color": colors[name], "dash": "dash" if name in BASELINES else "solid"},
+                error_y={"type": "data", "array": upper, "arrayminus": lower, "visible": True, "width": 4},
+                customdata=np.stack([points["n"], points["seeds"]], axis=1),
+                hovertemplate=f"<b>{name}</b><br>K=%{{x:,}}: %{{y:.2f}}%<br>n=%{{customdata[0]}} seeds "
+                "(%{customdata[1]})<extra></extra>",
+            )
+        )
+    figure.update_layout(
+        title=f"Test accuracy vs subset budget K at {split_label(split)} (equal steps)",
+        xaxis={
+            "title": "subset budget K (samples)",
+            "type": "log",
+            "tickvals": sizes,
+            "ticktext": [f"{k:,}" for k in sizes],
+        },
+        yaxis={"title": "test accuracy (%), averaged weights"},
+        template="plotly_white",
+        legend={"orientation": "v", "x": 1.02, "y": 1},
+        margin={"b": 150, "r": 280},
+        annotations=[
+            _protocol_note(
+                [
+                    f"Protocol: equal steps ({_schedule_text(curve)}); split {split_label(split)} (subset first); "
+                    f"seeds per point: {_seed_text(curve['seeds'])}.",
+                    "Mean over seeds; error bars and band: 95% Student-t interval of the mean (none with one seed). "
+                    "Full data: the same steps on all images.",
+                    "The pair drawn is the one with the highest mean paired difference to random-balanced at this "
+                    "split (over K), read from the same runs.",
+                ]
+            )
+        ],
+    )
+    return figure
+
+
+def gain_figure(paired: pd.DataFrame, *, split: float | None = 1.0) -> go.Figure:
+    """ "Gain over random": each pair's mean paired difference to the baseline, with its 95% interval.
+
+    One row per pair (``embedding:selector``), one marker per K (and split, when ``split`` is
+    ``None``), from :func:`toolkit.results.paired_differences`; a line at zero. A whole
+    interval right of zero means the pair beats the baseline at that confidence.
+    """
+    rows = paired[paired["n"] > 0]
+    if split is not None:
+        rows = rows[rows["split"] == split]
+    require(
+        not rows.empty, "no paired runs to draw the gain over random (it needs random-balanced runs of the same seeds)"
+    )
+    embedding = rows["embedding"] if "embedding" in rows.columns else pd.Series(None, index=rows.index, dtype=object)
+    rows = rows.assign(pair=[pair_label(s, e) for s, e in zip(rows["selector"], embedding, strict=True)])
+    order = rows.groupby("pair")["mean_diff"].mean().sort_values().index.tolist()
+    figure = go.Figure()
+    groups = rows.groupby(["size", "split"], sort=True)
+    for i, ((size, cell_split), group) in enumerate(groups):
+        group = group.set_index("pair").reindex(order).dropna(subset=["mean_diff"])
+        label = f"K={int(size):,}" + ("" if split is not None else f" at {split_label(cell_split)}")
+        offset = (i - (groups.ngroups - 1) / 2) * 0.15
+        figure.add_trace(
+            go.Scatter(
+                x=100 * group["mean_diff"],
+                y=[order.index(p) + offset for p in group.index],
+                mode="markers",
+                name=label,
+                marker={"size": 9, "color": _PALETTE[i % len(_PALETTE)]},
+                error_x={
+                    "type": "data",
+                    "array": np.nan_to_num(100 * (group["ci_high"] - group["mean_diff"]).to_numpy(dtype=float)),
+                    "arrayminus": np.nan_to_num(100 * (group["mean_diff"] - group["ci_low"]).to_numpy(dtype=float)),
+                    "visible": True,
+                },
+                customdata=np.stack([group.index, group["n"], group["seeds"]], axis=1),
+                hovertemplate=f"%{{customdata[0]}} {label}: %{{x:+.2f}} points<br>n=%{{customdata[1]}} pairs "
+                "(seeds %{customdata[2]})<extra></extra>",
+            )
+        )
+    figure.add_vline(x=0, line={"color": "#444", "width": 1})
+    baseline = str(rows["baseline"].iloc[0])
+    figure.update_layout(
+        title=f"Gain over {baseline}"
+        + ("" if split is None else f" at {split_label(split)}")
+        + " (mean paired difference, 95% interval)",
+        xaxis={"title": f"test accuracy minus {baseline}'s, same seed (percentage points)"},
+        yaxis={"tickvals": list(range(len(order))), "ticktext": order, "title": ""},
+        template="plotly_white",
+        height=max(400, 40 * len(order) + 200),
+        margin={"b": 150, "l": 220},
+        annotations=[
+            _protocol_note(
+                [
+                    f"Protocol: equal steps ({_schedule_text(rows)}); each pair's run minus {baseline}'s run of the "
+                    f"same seed, K, split and schedule; seeds: {_seed_text(rows['seeds'])}.",
+                    "Markers: mean paired difference; bars: 95% Student-t interval (none with one pair). "
+                    f"Right of zero: better than {baseline}.",
                 ]
             )
         ],
