@@ -233,6 +233,8 @@ PRESETS = ("paper", "cpu", "cpu-converged")
 #: CIFAR-10), so at 100/0 the subset is seen ~44 times at K = 4,320, ~190 at K = 1,000 and ~960 at
 #: K = 200: long enough for it to be learned, the regime where the choice of samples can show.
 CONVERGED_STEPS, CONVERGED_BATCH = 1500, 128
+#: Evaluations during each final run (every 250 steps), for the time-to-accuracy view.
+CONVERGED_EVALS = 5
 #: Budgets K of ``cpu-converged``: the paper's 8.64 %, 2 % and 0.4 % (20 per class) of CIFAR-10.
 CONVERGED_SIZES = (PAPER_SUBSET, 1000, 200)
 #: Seeds of the final grid: 3 at K = 4,320 and 1,000; 5 at K = 200, where one seed swings 2-3 points.
@@ -252,7 +254,7 @@ PILOT_SELECTORS = (
     "ccs",
     "moderate",
 )
-#: Pairs the final grid always runs: the paper's rule on the paper's embedding.
+#: Pairs the final grid always runs: the paper's rule on the paper's embedding (unbalanced, as in the paper).
 CONVERGED_PAIRS = ("autoencoder:topk-activation",)
 #: Baselines the final grid always runs (they use no embedding), with the full-data run.
 CONVERGED_BASELINES = ("random", "random-balanced")
@@ -275,19 +277,25 @@ def parse_pairs(pairs: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def _converged_sweep(data: str, selectors: Sequence[str] | None, pairs: Sequence[str] | None) -> SweepSpec:
-    common = {"splits": (0.0, 0.5, 1.0), "steps": (CONVERGED_STEPS,)}
+    # Final runs evaluate every 250 steps: the full-data run's half-way accuracy (step 750) is the
+    # target of the time-to-accuracy view, and every run's curve says when it got there.
+    common = {"splits": (0.0, 0.5, 1.0), "steps": (CONVERGED_STEPS,), "train": {"evals": CONVERGED_EVALS}}
     pilot_run = {"sizes": (PILOT_SIZE,), "splits": (1.0,), "seeds": (PILOT_SEED,), "steps": (CONVERGED_STEPS,)}
     pilot_selectors = tuple(dict.fromkeys((*PILOT_SELECTORS, *(selectors or ()))))
     grids = [
         Grid(name="pilot", selectors=pilot_selectors, embeddings=PILOT_EMBEDDINGS, balanced=True, **pilot_run),
         Grid(name="pilot", selectors=("random",), **pilot_run),
     ]
-    chosen = parse_pairs([*CONVERGED_PAIRS, *(pairs or ())])
+    chosen = [pair for pair in parse_pairs(pairs or ()) if pair not in parse_pairs(CONVERGED_PAIRS)]
     by_embedding: dict[str, list[str]] = {}
     for embedding, selector in chosen:
         by_embedding.setdefault(embedding, []).append(selector)
     for sizes, seeds in (((PAPER_SUBSET, 1000), CONVERGED_SEEDS), ((200,), CONVERGED_SEEDS_SMALL)):
         grids.append(Grid(name="final", selectors=CONVERGED_BASELINES, sizes=sizes, seeds=seeds, **common))
+        for embedding, selector in parse_pairs(CONVERGED_PAIRS):  # the paper's rule, as the paper ran it: unbalanced
+            grids.append(
+                Grid(name="final", selectors=(selector,), embeddings=(embedding,), sizes=sizes, seeds=seeds, **common)
+            )
         for embedding, chosen_selectors in by_embedding.items():
             grids.append(
                 Grid(
@@ -337,7 +345,7 @@ def preset_sweep(
 
     ``cpu-converged`` (any ``data``; written for CIFAR-10 on a 2-core CPU) asks whether any
     embedding and selector beats random once the subset has been learned. Equal steps: every
-    run is 1,500 steps of 128 (:data:`CONVERGED_STEPS`), final evaluation only. Two parts:
+    run is 1,500 steps of 128 (:data:`CONVERGED_STEPS`). Two parts:
 
     * ``pilot``: 1 seed (100, not a final seed), K = 1,000, 100/0 only; embeddings
       autoencoder, contrastive, pixels-pca and proxy x selectors random-balanced,
@@ -349,8 +357,9 @@ def preset_sweep(
     * ``final``: splits 0/100 (full data), 50/50 and 100/0 at K = 4,320 and 1,000 with seeds
       0, 1, 2 and at K = 200 with seeds 0-4; the same seeds for every selection, so
       differences pair by seed. It runs random, random-balanced, the full-data run (one per
-      seed: 5), the paper's ``autoencoder:topk-activation`` and the ``pairs`` chosen from the
-      pilot (``EMBEDDING:SELECTOR``, balanced): 22 x (P + 2) + 5 runs for P pairs
+      seed: 5), the paper's ``autoencoder:topk-activation`` (unbalanced, as the paper ran it)
+      and the ``pairs`` chosen from the pilot (``EMBEDDING:SELECTOR``, balanced), each
+      evaluated every 250 steps for the time-to-accuracy view: 22 x (P + 2) + 5 runs for P pairs
       (topk-activation counted), i.e. **71 runs** with no pair added and **137** with three.
 
     The four embeddings must exist under those names (``samplesift embed --encoder NAME``
