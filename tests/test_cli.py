@@ -80,7 +80,8 @@ def test_the_pipeline_writes_every_artifact(pipeline_workspace: Path, digits: Im
     code, out, _ = run_cli(capsys, "runs", "--workspace", str(pipeline_workspace), "--data", "digits")
     assert code == 0 and row["run_id"] in out and "%" in out
     code, out, _ = run_cli(capsys, "runs", "--workspace", str(pipeline_workspace), "--format", "csv")
-    assert out.splitlines()[0].startswith("run_id,name,status")
+    assert out.splitlines()[0].startswith("run_id,name,kind,status")
+    assert ",embed," in out and ",train," in out  # both kinds of run, each labelled
 
 
 def test_reconstruct_writes_the_figure4_png(pipeline_workspace: Path, capsys, tmp_path: Path) -> None:

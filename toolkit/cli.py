@@ -383,7 +383,7 @@ def cmd_embeddings(args: argparse.Namespace) -> int:
         shown = table.copy()
         for column in ("knn_accuracy", "linear_probe_accuracy"):
             shown[column] = shown[column].map(lambda v: "" if v is None or v != v else f"{100 * v:.2f}%")
-        for column in ("train_time_s", "embed_time_s"):
+        for column in ("train_time_s", "embed_time_s", "images_per_s", "load_average"):
             shown[column] = shown[column].map(lambda v: "" if v is None or v != v else f"{v:.1f}")
         print(shown.to_string(index=False))
     return 0

@@ -265,6 +265,22 @@ def load_dataset(
 # --------------------------------------------------------------------------- digits
 
 
+def load_recorded(record: dict[str, Any], *, workspace: Workspace | str | Path | None, owner: str) -> ImageDataset:
+    """The data set ``owner`` (a run) recorded: its spec, cap and bad-file rule, refused if its content changed."""
+    dataset = load_dataset(
+        record["spec"],
+        workspace=workspace,
+        max_per_class=record.get("max_per_class"),
+        bad_files=record.get("bad_files", "error"),
+    )
+    require(
+        dataset.fingerprint == record["fingerprint"],
+        f"the data behind {owner} changed (fingerprint {dataset.fingerprint[:10]}, "
+        f"recorded {str(record['fingerprint'])[:10]}); it cannot be resumed, start a new run",
+    )
+    return dataset
+
+
 def _load_digits() -> ImageDataset:
     import sklearn
     from sklearn.datasets import load_digits

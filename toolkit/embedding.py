@@ -54,6 +54,9 @@ EMBEDDING_COLUMNS = [
     "linear_probe_accuracy",
     "train_time_s",
     "embed_time_s",
+    "steps",
+    "images_per_s",
+    "load_average",
     "seed",
     "created",
 ]
@@ -297,6 +300,10 @@ def embedding_table(dataset: ImageDataset, *, workspace: Workspace | str | Path 
             "linear_probe_accuracy": (m.get("quality") or {}).get("linear_probe_accuracy"),
             "train_time_s": m.get("train_time_s"),
             "embed_time_s": m.get("embed_time_s"),
+            "steps": m.get("steps"),
+            "images_per_s": m.get("images_per_s"),
+            # The 1-minute load average when training ended (trainable encoders; a shared CPU trains slower).
+            "load_average": (m.get("load_average") or [None])[0],
             "seed": m.get("seed"),
             "created": m.get("created"),
         }

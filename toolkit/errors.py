@@ -11,6 +11,9 @@ every run already handles.
 
 from __future__ import annotations
 
+import math
+from numbers import Integral, Real
+
 
 class SampleSiftError(ValueError):
     """A problem with the user's input, data or workspace, explained in one line."""
@@ -34,3 +37,13 @@ def require(condition: bool, message: str) -> None:
     """Raise :class:`SampleSiftError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise SampleSiftError(message)
+
+
+def is_whole(value: object) -> bool:
+    """An integer, and not a bool (JSON ``true`` must not pass for 1)."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """A finite real number (not a bool, not NaN or infinite)."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from toolkit.device import configure_cuda, configure_threads, describe, resolve_device, resolve_precision, synchronize
-from toolkit.errors import NonFiniteLossError, SampleSiftError, require
+from toolkit.errors import NonFiniteLossError, SampleSiftError, is_real, is_whole, require
 from toolkit.runs import Run
 
 TIMING_NOTE = (
@@ -48,6 +48,26 @@ def open_device(device: str, precision: str) -> tuple[torch.device, torch.dtype]
     else:
         configure_threads()
     return resolved, resolve_precision(resolved, precision)
+
+
+def check_loop_options(
+    *, device: object, precision: object, log_every: object, checkpoint_every: object, checkpoint_every_s: object
+) -> None:
+    """The options every trainable model shares, checked with messages that name the flag to change."""
+    require(
+        isinstance(device, str) and (device in ("auto", "cpu") or device.startswith("cuda")),
+        f"--device must be auto, cpu or cuda, got {device!r}",
+    )
+    require(precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {precision!r}")
+    require(is_whole(log_every) and log_every > 0, f"--log-every must be a positive whole number, got {log_every!r}")
+    require(
+        checkpoint_every is None or (is_whole(checkpoint_every) and checkpoint_every > 0),
+        f"--checkpoint-every must be a positive whole number of steps, got {checkpoint_every!r}",
+    )
+    require(
+        is_real(checkpoint_every_s) and checkpoint_every_s > 0,
+        f"--checkpoint-seconds must be a positive number, got {checkpoint_every_s!r}",
+    )
 
 
 class BatchSampler:
@@ -103,12 +123,19 @@ class Task:
     Attributes:
         model: the network being trained (checked for non-finite weights at checkpoints).
         optimizer: its optimizer (the logged learning rate is its first group's).
+        generator: the random generator of batch order and augmentation.
+        samplers: the batch samplers by pool name.
         batch: samples per step (for images/s and images seen).
         device, dtype: where and in which precision it computes.
+
+    The default :meth:`state_dict` saves the model, optimizer, generator and samplers;
+    a task with more state (weight averages, per-sample statistics) extends it.
     """
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    samplers: dict[str, BatchSampler]
     batch: int
     device: torch.device
     dtype: torch.dtype
@@ -134,10 +161,19 @@ class Task:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything that decides the following steps: weights, optimizer, generator, batch order."""
-        raise NotImplementedError
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "samplers": {name: sampler.state_dict() for name, sampler in self.samplers.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        for name, sampler in self.samplers.items():
+            sampler.load_state_dict(state["samplers"][name])
 
 
 @dataclass

@@ -17,22 +17,29 @@ evaluation; both are recorded separately.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from toolkit.artifacts import versions
 from toolkit.augment import AugmentConfig, augment_batch, center_crop, to_device_images
-from toolkit.data import ImageDataset, load_dataset
+from toolkit.data import ImageDataset, load_recorded
 from toolkit.device import autocast, resolve_device, seeded
-from toolkit.errors import SampleSiftError, require
-from toolkit.loop import BatchSampler, LoopSettings, Task, TrainingLoop, execute, open_device, run_loop
+from toolkit.errors import SampleSiftError, is_real, is_whole, require
+from toolkit.loop import (
+    BatchSampler,
+    LoopSettings,
+    Task,
+    TrainingLoop,
+    check_loop_options,
+    execute,
+    open_device,
+    run_loop,
+)
 from toolkit.models import Classifier
 from toolkit.runs import Run, RunStore
 from toolkit.selection import Selection, load_selection
@@ -168,37 +175,35 @@ class TrainConfig:
         )
         if self.steps is not None:
             require(
-                _is_whole(self.steps) and self.steps > 0,
+                is_whole(self.steps) and self.steps > 0,
                 f"--steps must be a positive whole number, got {self.steps!r}",
             )
         if self.time_budget is not None:
             require(
-                _is_real(self.time_budget) and self.time_budget > 0,
+                is_real(self.time_budget) and self.time_budget > 0,
                 f"--time-budget must be a positive number of seconds, got {self.time_budget!r}",
             )
         require(
-            _is_real(self.split) and 0.0 <= self.split <= 1.0,
+            is_real(self.split) and 0.0 <= self.split <= 1.0,
             f"--split must be between 0 and 1 (the share of steps on the subset), got {self.split!r}",
         )
+        require(is_whole(self.batch) and self.batch > 0, f"--batch must be a positive whole number, got {self.batch!r}")
+        require(is_real(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr!r}")
         require(
-            _is_whole(self.batch) and self.batch > 0, f"--batch must be a positive whole number, got {self.batch!r}"
-        )
-        require(_is_real(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr!r}")
-        require(
-            _is_real(self.momentum) and 0.0 <= self.momentum < 1.0,
+            is_real(self.momentum) and 0.0 <= self.momentum < 1.0,
             f"--momentum must be in [0, 1), got {self.momentum!r}",
         )
         require(
-            _is_real(self.weight_decay) and self.weight_decay >= 0,
+            is_real(self.weight_decay) and self.weight_decay >= 0,
             f"--weight-decay must be a number >= 0, got {self.weight_decay!r}",
         )
         require(self.norm in ("batch", "lrn"), f"--norm must be batch or lrn, got {self.norm!r}")
         require(
-            self.crop is None or (_is_whole(self.crop) and self.crop > 0),
+            self.crop is None or (is_whole(self.crop) and self.crop > 0),
             f"--crop must be a positive whole number, got {self.crop!r}",
         )
         require(
-            _is_real(self.brightness) and self.brightness >= 0,
+            is_real(self.brightness) and self.brightness >= 0,
             f"brightness must be a number >= 0, got {self.brightness!r}",
         )
         contrast = self.contrast
@@ -207,43 +212,30 @@ class TrainConfig:
             or (
                 isinstance(contrast, (tuple, list))
                 and len(contrast) == 2
-                and all(_is_real(v) for v in contrast)
+                and all(is_real(v) for v in contrast)
                 and 0 <= contrast[0] <= contrast[1]
             ),
             f"contrast must be None or a pair (low, high) with 0 <= low <= high, got {contrast!r}",
         )
         require(
-            _is_whole(self.seed) and 0 <= self.seed < 2**63,
+            is_whole(self.seed) and 0 <= self.seed < 2**63,
             f"--seed must be a whole number in [0, 2**63), got {self.seed!r}",
         )
-        require(_is_whole(self.evals) and self.evals >= 0, f"--evals must be a whole number >= 0, got {self.evals!r}")
-        require(
-            _is_whole(self.log_every) and self.log_every > 0,
-            f"--log-every must be a positive whole number, got {self.log_every!r}",
-        )
-        require(
-            self.checkpoint_every is None or (_is_whole(self.checkpoint_every) and self.checkpoint_every > 0),
-            f"--checkpoint-every must be a positive whole number of steps, got {self.checkpoint_every!r}",
-        )
-        require(
-            _is_real(self.checkpoint_every_s) and self.checkpoint_every_s > 0,
-            f"--checkpoint-seconds must be a positive number, got {self.checkpoint_every_s!r}",
-        )
-        require(
-            isinstance(self.device, str) and (self.device in ("auto", "cpu") or self.device.startswith("cuda")),
-            f"--device must be auto, cpu or cuda, got {self.device!r}",
-        )
-        require(
-            self.precision in ("auto", "fp32", "bf16"),
-            f"--precision must be auto, fp32 or bf16, got {self.precision!r}",
+        require(is_whole(self.evals) and self.evals >= 0, f"--evals must be a whole number >= 0, got {self.evals!r}")
+        check_loop_options(
+            device=self.device,
+            precision=self.precision,
+            log_every=self.log_every,
+            checkpoint_every=self.checkpoint_every,
+            checkpoint_every_s=self.checkpoint_every_s,
         )
         require(isinstance(self.compile, bool), f"compile must be true or false, got {self.compile!r}")
         require(
-            _is_whole(self.warmup_steps) and self.warmup_steps >= 0,
+            is_whole(self.warmup_steps) and self.warmup_steps >= 0,
             f"warmup_steps must be a whole number >= 0, got {self.warmup_steps!r}",
         )
         require(
-            _is_whole(self.eval_batch) and self.eval_batch > 0,
+            is_whole(self.eval_batch) and self.eval_batch > 0,
             f"eval_batch must be a positive whole number, got {self.eval_batch!r}",
         )
 
@@ -259,20 +251,6 @@ class TrainConfig:
         if isinstance(config.contrast, list) and len(config.contrast) == 2:
             config.contrast = (config.contrast[0], config.contrast[1])
         return config
-
-
-def _is_whole(value: Any) -> bool:
-    """An integer, and not a bool (JSON ``true`` must not pass for 1)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    """A finite real number (not a bool, not NaN or infinite)."""
-    return (
-        isinstance(value, (int, float, np.integer, np.floating))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
 
 
 # --------------------------------------------------------------------------- the classifier's task
@@ -353,21 +331,11 @@ class ClassifierTask(Task):
         return figures
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "average": self.average.model.state_dict(),
-            "generator": self.generator.get_state(),
-            "samplers": {name: sampler.state_dict() for name, sampler in self.samplers.items()},
-        }
+        return {**super().state_dict(), "average": self.average.model.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        super().load_state_dict(state)
         self.average.model.load_state_dict(state["average"])
-        self.generator.set_state(state["generator"])
-        for name, sampler in self.samplers.items():
-            sampler.load_state_dict(state["samplers"][name])
 
 
 def _summary(loop: TrainingLoop, task: ClassifierTask, final: dict[str, Any]) -> dict[str, Any]:
@@ -504,17 +472,7 @@ def resume(run: str | Path, *, workspace: Workspace | str | Path | None = None, 
         # It may have finished between the status check and taking the lock.
         require(run_obj.summary() is None, f"run {run_obj.id} has already finished; start a new run instead")
         config, data, selection_record = _recorded_run(run_obj)
-        dataset = load_dataset(
-            data["spec"],
-            workspace=ws,
-            max_per_class=data.get("max_per_class"),
-            bad_files=data.get("bad_files", "error"),
-        )
-        require(
-            dataset.fingerprint == data["fingerprint"],
-            f"the data behind run {run_obj.id} changed (fingerprint {dataset.fingerprint[:10]}, "
-            f"recorded {data['fingerprint'][:10]}); it cannot be resumed, start a new run",
-        )
+        dataset = load_recorded(data, workspace=ws, owner=f"run {run_obj.id}")
         selection = None
         if selection_record:
             selection = load_selection(selection_record["path"], dataset, workspace=ws)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from toolkit.data import load_dataset
+from toolkit.data import load_recorded
 from toolkit.embedding import Embedding
 from toolkit.encoders.autoencoder import AutoencoderEncoder
 from toolkit.encoders.base import Encoder, EncoderOutput, Options, TrainingOptions
@@ -72,16 +72,7 @@ def resume_embedding(
             encoder = get_encoder(str(config["encoder"]), **options)
         except (KeyError, TypeError) as exc:
             raise SampleSiftError(f"{broken} (missing or bad {exc}); make a new embedding") from None
-        dataset = load_dataset(
-            data["spec"],
-            workspace=ws,
-            max_per_class=data.get("max_per_class"),
-            bad_files=data.get("bad_files", "error"),
-        )
-        require(
-            dataset.fingerprint == data["fingerprint"],
-            f"the data behind run {run_obj.id} changed; it cannot be resumed, make a new embedding",
-        )
+        dataset = load_recorded(data, workspace=ws, owner=f"run {run_obj.id}")
         checkpoint = run_obj.load_checkpoint() if run_obj.checkpoint_path.exists() else None
         return encoder._execute(run_obj, dataset, ws, progress, checkpoint)
 

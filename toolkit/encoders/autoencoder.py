@@ -15,8 +15,8 @@ from toolkit.augment import AugmentConfig, augment_batch, center_crop, to_device
 from toolkit.data import ImageDataset
 from toolkit.device import autocast, seeded
 from toolkit.embedding import Embedding
-from toolkit.encoders.base import Encoder, EncoderOutput, TrainingOptions, _is_whole, loop_facts
-from toolkit.errors import require
+from toolkit.encoders.base import Encoder, EncoderOutput, TrainingOptions, loop_facts
+from toolkit.errors import is_whole, require
 from toolkit.loop import BatchSampler, Task, open_device, run_loop
 from toolkit.models import EMBEDDING_DIM, Autoencoder, embedding_channels_for
 from toolkit.runs import Run
@@ -41,11 +41,11 @@ class AutoencoderOptions(TrainingOptions):
         super().validate()
         require(0.0 <= self.momentum < 1.0, f"--momentum must be in [0, 1), got {self.momentum}")
         require(
-            _is_whole(self.embedding_dim) and self.embedding_dim > 0,
+            is_whole(self.embedding_dim) and self.embedding_dim > 0,
             f"--embedding-dim must be positive, got {self.embedding_dim}",
         )
         require(
-            self.crop is None or (_is_whole(self.crop) and self.crop > 0), f"--crop must be positive, got {self.crop}"
+            self.crop is None or (is_whole(self.crop) and self.crop > 0), f"--crop must be positive, got {self.crop}"
         )
 
 
@@ -73,11 +73,12 @@ class AutoencoderTask(Task):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(options.seed)
         self.images = to_device_images(dataset.train_images, self.device)
-        self.sampler = BatchSampler(torch.arange(dataset.num_train, device=self.device), options.batch, self.generator)
+        everything = torch.arange(dataset.num_train, device=self.device)
+        self.samplers = {"train": BatchSampler(everything, options.batch, self.generator)}
         self.augment = AugmentConfig(crop=crop, contrast=None)
 
     def train_step(self, phase: str, fraction: float) -> torch.Tensor:
-        x = augment_batch(self.images[self.sampler.next()], self.augment, self.generator)
+        x = augment_batch(self.images[self.samplers["train"].next()], self.augment, self.generator)
         with autocast(self.device, self.dtype):
             out = self.model(x)
         loss = F.mse_loss(out.float(), x)
@@ -85,20 +86,6 @@ class AutoencoderTask(Task):
         loss.backward()
         self.optimizer.step()
         return loss.detach()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "sampler": self.sampler.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        self.sampler.load_state_dict(state["sampler"])
 
 
 class AutoencoderEncoder(Encoder):

@@ -29,22 +29,10 @@ import numpy as np
 from toolkit.artifacts import safe_name, versions
 from toolkit.data import ImageDataset
 from toolkit.embedding import Embedding, save_embedding
-from toolkit.errors import SampleSiftError, require
-from toolkit.loop import LoopSettings, TrainingLoop, execute
+from toolkit.errors import SampleSiftError, is_real, is_whole, require
+from toolkit.loop import LoopSettings, TrainingLoop, check_loop_options, execute
 from toolkit.runs import Run, RunStore
 from toolkit.workspace import Workspace, as_workspace
-
-
-def _is_whole(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float, np.integer, np.floating))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
 
 
 @dataclass
@@ -55,7 +43,7 @@ class Options:
 
     def validate(self) -> None:
         require(
-            _is_whole(self.seed) and 0 <= self.seed < 2**63,
+            is_whole(self.seed) and 0 <= self.seed < 2**63,
             f"--seed must be a whole number in [0, 2**63), got {self.seed!r}",
         )
 
@@ -93,36 +81,21 @@ class TrainingOptions(Options):
             "give exactly one of --epochs or --time-budget",
         )
         require(
-            self.epochs is None or (_is_real(self.epochs) and self.epochs > 0),
+            self.epochs is None or (is_real(self.epochs) and self.epochs > 0),
             f"--epochs must be a positive number, got {self.epochs!r}",
         )
         require(
-            self.time_budget is None or (_is_real(self.time_budget) and self.time_budget > 0),
+            self.time_budget is None or (is_real(self.time_budget) and self.time_budget > 0),
             f"--time-budget must be a positive number of seconds, got {self.time_budget!r}",
         )
-        require(
-            _is_whole(self.batch) and self.batch > 0, f"--batch must be a positive whole number, got {self.batch!r}"
-        )
-        require(_is_real(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr!r}")
-        require(
-            isinstance(self.device, str) and (self.device in ("auto", "cpu") or self.device.startswith("cuda")),
-            f"--device must be auto, cpu or cuda, got {self.device!r}",
-        )
-        require(
-            self.precision in ("auto", "fp32", "bf16"),
-            f"--precision must be auto, fp32 or bf16, got {self.precision!r}",
-        )
-        require(
-            _is_whole(self.log_every) and self.log_every > 0,
-            f"--log-every must be a positive whole number, got {self.log_every!r}",
-        )
-        require(
-            self.checkpoint_every is None or (_is_whole(self.checkpoint_every) and self.checkpoint_every > 0),
-            f"--checkpoint-every must be a positive whole number of steps, got {self.checkpoint_every!r}",
-        )
-        require(
-            _is_real(self.checkpoint_every_s) and self.checkpoint_every_s > 0,
-            f"--checkpoint-seconds must be a positive number, got {self.checkpoint_every_s!r}",
+        require(is_whole(self.batch) and self.batch > 0, f"--batch must be a positive whole number, got {self.batch!r}")
+        require(is_real(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr!r}")
+        check_loop_options(
+            device=self.device,
+            precision=self.precision,
+            log_every=self.log_every,
+            checkpoint_every=self.checkpoint_every,
+            checkpoint_every_s=self.checkpoint_every_s,
         )
 
     def loop_settings(self, num_train: int) -> LoopSettings:

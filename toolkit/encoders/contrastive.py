@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from toolkit.augment import ViewConfig, random_resized_views, to_device_images
 from toolkit.data import ImageDataset
 from toolkit.device import autocast, seeded
-from toolkit.encoders.base import Encoder, EncoderOutput, TrainingOptions, _is_real, _is_whole, loop_facts
-from toolkit.errors import require
+from toolkit.encoders.base import Encoder, EncoderOutput, TrainingOptions, loop_facts
+from toolkit.errors import is_real, is_whole, require
 from toolkit.loop import BatchSampler, Task, open_device, run_loop
 from toolkit.models import ConvEncoder
 from toolkit.runs import Run
@@ -51,29 +51,29 @@ class ContrastiveOptions(TrainingOptions):
 
     def validate(self) -> None:
         super().validate()
-        require(_is_real(self.weight_decay) and self.weight_decay >= 0, "--weight-decay must be a number >= 0")
+        require(is_real(self.weight_decay) and self.weight_decay >= 0, "--weight-decay must be a number >= 0")
         require(
-            _is_real(self.temperature) and self.temperature > 0,
+            is_real(self.temperature) and self.temperature > 0,
             f"--temperature must be positive, got {self.temperature!r}",
         )
         require(
-            self.view_size is None or (_is_whole(self.view_size) and self.view_size >= 8),
+            self.view_size is None or (is_whole(self.view_size) and self.view_size >= 8),
             f"--view-size must be a whole number of pixels >= 8, got {self.view_size!r}",
         )
         require(
             isinstance(self.scale, (tuple, list))
             and len(self.scale) == 2
-            and all(_is_real(v) for v in self.scale)
+            and all(is_real(v) for v in self.scale)
             and 0 < self.scale[0] <= self.scale[1] <= 1,
             f"scale must be a pair 0 < low <= high <= 1, got {self.scale!r}",
         )
         require(
             isinstance(self.widths, (tuple, list))
             and len(self.widths) == 4
-            and all(_is_whole(w) and w > 0 for w in self.widths),
+            and all(is_whole(w) and w > 0 for w in self.widths),
             f"widths must be four positive channel counts, got {self.widths!r}",
         )
-        require(_is_real(self.warmup) and 0 <= self.warmup < 1, f"warmup must be in [0, 1), got {self.warmup!r}")
+        require(is_real(self.warmup) and 0 <= self.warmup < 1, f"warmup must be in [0, 1), got {self.warmup!r}")
         require(self.batch >= 2, "--batch must be at least 2: each image's partner view is contrasted with the others")
         self.scale = (float(self.scale[0]), float(self.scale[1]))
         self.widths = tuple(int(w) for w in self.widths)  # type: ignore[assignment]
@@ -116,7 +116,8 @@ class ContrastiveTask(Task):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(options.seed)
         self.images = to_device_images(dataset.train_images, self.device)
-        self.sampler = BatchSampler(torch.arange(dataset.num_train, device=self.device), options.batch, self.generator)
+        everything = torch.arange(dataset.num_train, device=self.device)
+        self.samplers = {"train": BatchSampler(everything, options.batch, self.generator)}
         self.views = ViewConfig(size=view_size, scale=options.scale)
         mean, std = channel_statistics(dataset.train_images)
         self.mean, self.std = mean.to(self.device)[None, :, None, None], std.to(self.device)[None, :, None, None]
@@ -133,7 +134,7 @@ class ContrastiveTask(Task):
     def train_step(self, phase: str, fraction: float) -> torch.Tensor:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(fraction)
-        batch = self.images[self.sampler.next()]
+        batch = self.images[self.samplers["train"].next()]
         views = torch.cat([random_resized_views(batch, self.views, self.generator) for _ in range(2)])
         with autocast(self.device, self.dtype):
             projections = self.model(self.normalise(views))
@@ -155,20 +156,6 @@ class ContrastiveTask(Task):
                 out.append(self.model.encode(self.normalise(x)).float().cpu())
         self.model.train()
         return torch.cat(out).numpy() if out else np.zeros((0, self.model.embedding_dim), np.float32)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "sampler": self.sampler.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        self.sampler.load_state_dict(state["sampler"])
 
 
 class ContrastiveEncoder(Encoder):

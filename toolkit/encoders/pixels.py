@@ -11,8 +11,8 @@ import torch
 
 from toolkit.augment import center_crop
 from toolkit.data import ImageDataset
-from toolkit.encoders.base import Encoder, EncoderOutput, Options, _is_whole
-from toolkit.errors import require
+from toolkit.encoders.base import Encoder, EncoderOutput, Options
+from toolkit.errors import is_whole, require
 from toolkit.runs import Run
 
 
@@ -30,7 +30,7 @@ class PixelsPCAOptions(Options):
     def validate(self) -> None:
         super().validate()
         require(
-            _is_whole(self.components) and self.components > 0,
+            is_whole(self.components) and self.components > 0,
             f"--components must be a positive whole number, got {self.components!r}",
         )
         require(isinstance(self.whiten, bool), f"--whiten must be true or false, got {self.whiten!r}")

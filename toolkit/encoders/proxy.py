@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from toolkit.augment import center_crop
 from toolkit.data import ImageDataset
-from toolkit.encoders.base import Encoder, EncoderOutput, TrainingOptions, _is_real, loop_facts
-from toolkit.errors import require
+from toolkit.encoders.base import Encoder, EncoderOutput, TrainingOptions, loop_facts
+from toolkit.errors import is_real, require
 from toolkit.loop import run_loop
 from toolkit.runs import Run
 from toolkit.train import ClassifierTask, TrainConfig, loop_settings
@@ -34,7 +34,7 @@ class ProxyOptions(TrainingOptions):
 
     def validate(self) -> None:
         super().validate()
-        require(_is_real(self.weight_decay) and self.weight_decay >= 0, "--weight-decay must be a number >= 0")
+        require(is_real(self.weight_decay) and self.weight_decay >= 0, "--weight-decay must be a number >= 0")
 
 
 class ProxyTask(ClassifierTask):
