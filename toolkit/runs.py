@@ -270,8 +270,9 @@ class RunStore:
             if path.is_dir() and not path.name.startswith(".") and (path / "config.json").exists():
                 yield Run(path)
 
-    def table(self, dataset: str | None = None) -> pd.DataFrame:
-        """One row per run (see :data:`RUN_COLUMNS`), optionally for one data set key."""
+    def table(self, dataset: str | None = None, *, kind: str | None = None) -> pd.DataFrame:
+        """One row per run (see :data:`RUN_COLUMNS`), optionally for one data set key and one
+        kind of run (``train``: classifier runs, ``embed``: embedding runs)."""
         rows = []
         for run in self:
             try:
@@ -280,6 +281,8 @@ class RunStore:
                 continue
             data = config.get("dataset", {})
             if dataset is not None and data.get("key") != dataset:
+                continue
+            if kind is not None and config.get("kind", "train") != kind:
                 continue
             train = config.get("train", {})
             selection = config.get("selection") or {}
