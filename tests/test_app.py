@@ -148,7 +148,8 @@ def test_map_matches_the_toolkit_and_a_lasso_shows_and_saves_the_right_images(
     assert 50 < len(expected) < digits.num_train
     assert subheaders(at)[0] == f"Selected: {len(expected):,} samples"
     _, captions, _ = image_grid_items(digits, expected[stratified_subsample(digits.train_labels[expected], 60)])
-    grid = [image for image in at.image if image.captions and image.captions[0].startswith("#")][-1]
+    grids = [image for image in at.image if image.captions and image.captions[0].startswith("#")]
+    grid = grids[-2]  # the selection's grid; the last one is the sample detail's neighbours
     assert grid.captions == captions and len(grid.value) == min(60, len(expected))
 
     at.text_input(key="lasso_name").set_value("lower-left")
@@ -701,3 +702,56 @@ def test_a_queued_run_says_what_it_waits_for_and_a_repeat_is_flagged(
     assert at.warning and "repeats a configuration that is already queued or finished" in at.warning[0].value
     for run in store:
         cancel_run(run)
+
+
+def test_a_click_on_the_map_opens_the_sample_detail(
+    fresh_workspace: Path, digits: ImageDataset, digits_embedding: Embedding
+) -> None:
+    from toolkit.dashboard.detail import nearest_neighbours
+    from toolkit.embedding import save_embedding
+
+    rng = np.random.default_rng(0)
+    scores = {"el2n": rng.random(digits.num_train).astype(np.float32)}
+    emb = save_embedding(
+        digits,
+        workspace=fresh_workspace,
+        name="scored",
+        encoder="file",
+        config={},
+        seed=None,
+        vectors=digits_embedding.vectors,
+        test_vectors=None,
+        sample_scores=scores,
+    )
+    member = make_selection(digits, "random", size=50, workspace=fresh_workspace, name="holds-it", embedding="scored")
+    sample = int(member.indices[3])
+    at = open_app("embeddings")
+    assert_clean(at)
+    trace = chart(at, "embedding_map")["data"][0]
+    position = int(np.flatnonzero(decode(trace["customdata"])[:, 0] == sample)[0])
+    point = {"point_index": position, "customdata": [sample, int(digits.train_labels[sample])]}
+    at.session_state["embedding_map"] = {
+        "selection": {"points": [point], "point_indices": [position], "box": [], "lasso": []}
+    }
+    at.run()
+    assert_clean(at)
+    assert at.number_input(key="emb_detail_index").value == sample
+    assert at.query_params["sample"] == str(sample)
+    assert subheaders(at)[0] == "Selected: 0 samples"  # a click is not a selection
+    assert any(
+        f"**Sample #{sample}** · class **{digits.class_names[digits.train_labels[sample]]}**" in m.value
+        for m in at.markdown
+    )
+    assert any("In saved selections: `holds-it`" in c.value for c in at.caption)
+    table = next(d.value for d in at.dataframe if "percentile" in d.value.columns)
+    assert table["score"].tolist() == ["el2n"] and table["value"].iloc[0] == pytest.approx(scores["el2n"][sample])
+
+    # Its neighbours: the most cosine-similar rows, itself excluded.
+    unit = emb.vectors / np.linalg.norm(emb.vectors, axis=1, keepdims=True)
+    similarity = unit @ unit[sample]
+    similarity[sample] = -np.inf
+    expected = np.argsort(-similarity, kind="stable")[:12]
+    found, values = nearest_neighbours(emb, sample)
+    np.testing.assert_allclose(values, similarity[expected], rtol=1e-5)
+    grid = at.image[-1]
+    assert [c.split(" · ")[0] for c in grid.captions] == [f"#{j}" for j in found]

@@ -4,6 +4,7 @@ import numpy as np
 import streamlit as st
 
 from toolkit.dashboard import common
+from toolkit.dashboard.detail import sample_detail
 from toolkit.data import ImageDataset
 from toolkit.projection import stratified_subsample
 from toolkit.selection import list_selections, make_selection, selection_from_indices
@@ -85,7 +86,8 @@ st.caption(
         if len(shown) < dataset.num_train
         else "every sample is plotted. "
     )
-    + "A lasso or box selects among **all** samples, plotted or not (drag on the map; double-click clears). "
+    + "A lasso or box selects among **all** samples, plotted or not (drag on the map; double-click clears); "
+    + "a click on a point opens it in the sample detail below. "
     + "The selection stays when you recolour the map or plot another sample."
 )
 map_column, grid_column = st.columns([3, 2])
@@ -94,11 +96,17 @@ map_column, grid_column = st.columns([3, 2])
 KEPT_KEY = f"emb_kept_selection_{dataset.fingerprint}_{emb.fingerprint}"
 kept = st.session_state.get(KEPT_KEY)
 event_state = (st.session_state.get(MAP_KEY) or {}).get("selection") or {}
-fresh = bool(event_state.get("lasso") or event_state.get("box") or event_state.get("point_indices"))
+fresh = bool(event_state.get("lasso") or event_state.get("box"))
+# A click on a point (no shape) opens that sample in the detail view below.
+clicked = indices_from_plotly_selection(event_state, coords, shown) if not fresh else np.zeros(0, np.int64)
+if len(clicked) and st.session_state.get("_emb_last_click") != int(clicked[0]):
+    st.session_state["_emb_last_click"] = int(clicked[0])
+    st.session_state["emb_detail_index"] = int(clicked[0])
 # What the map draws: an emptied selection event on the same map is a double-click that clears.
 drawn = repr((mode, color_title, max_points, projection.describe()))
 last = st.session_state.get("_emb_last_event")
-if kept is not None and not fresh and last is not None and last == (True, drawn):
+emptied = not fresh and not event_state.get("point_indices") and not event_state.get("points")
+if kept is not None and emptied and last is not None and last == (True, drawn):
     kept = None
     st.session_state.pop(KEPT_KEY, None)
 st.session_state["_emb_last_event"] = (fresh, drawn)
@@ -122,7 +130,7 @@ figure = embedding_map(
     selected=None if kept is None or fresh else kept["indices"],
 )
 with map_column:
-    st.plotly_chart(figure, key=MAP_KEY, on_select="rerun", selection_mode=("lasso", "box"))
+    st.plotly_chart(figure, key=MAP_KEY, on_select="rerun", selection_mode=("points", "lasso", "box"))
     if kept is not None and st.button("Clear the selection", key="emb_clear_selection", icon=":material/close:"):
         st.session_state.pop(KEPT_KEY, None)
         st.rerun()
@@ -131,7 +139,7 @@ selected = kept["indices"] if kept is not None else np.zeros(0, np.int64)
 shape = "box" if selection_state.get("box") and not selection_state.get("lasso") else "lasso"
 
 grid_column.subheader(f"Selected: {len(selected):,} samples")
-with grid_column:
+with grid_column, st.container(key="emb_grid"):
     if len(selected):
         counts = np.bincount(dataset.train_labels[selected], minlength=dataset.num_classes)
         st.caption(" · ".join(f"{name}: {c}" for name, c in zip(dataset.class_names, counts, strict=True) if c))
@@ -169,3 +177,17 @@ with grid_column:
         common.show_images(images, captions)
     else:
         st.caption("Draw a lasso on the map (or pick box select in its toolbar) to see those samples here.")
+
+st.header("Sample detail")
+common.restore_choice("emb_detail_index", "sample", range(dataset.num_train))
+index = int(
+    st.number_input(
+        "Sample index",
+        0,
+        dataset.num_train - 1,
+        key="emb_detail_index",
+        help="Or click a point on the map.",
+    )
+)
+common.set_param("sample", str(index))
+sample_detail(ctx, emb, index)
