@@ -171,9 +171,10 @@ def screenshot(page: Any, folder: Path, name: str) -> Path:
     return path
 
 
-def pick(page: Any, label: str, option: str) -> None:
-    """Choose ``option`` in the sidebar's selectbox ``label`` (a click, then the option in its list)."""
-    page.get_by_test_id("stSidebar").get_by_label(label, exact=True).click()
+def pick(page: Any, label: str, option: str, where: str = "stSidebar") -> None:
+    """Choose ``option`` in the selectbox ``label`` (a click, then the option in its list) in the
+    sidebar, or in the part of the page with test id ``where``."""
+    page.get_by_test_id(where).get_by_label(label, exact=True).click()
     page.get_by_role("option", name=option).first.click()
     page.wait_for_selector(IDLE)
 
@@ -214,6 +215,8 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
     capsys: pytest.CaptureFixture,
 ) -> None:
     frames = Frames(page)
+    outside: list[str] = []  # the app works offline: nothing is fetched from another host (the favicon was)
+    page.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:")) else outside.append(r.url))
     cold = open_page(page, f"{server}/", "Data")  # the server's first page: it imports and loads everything
     order = [*list(PAGES)[1:], "data"]
     first = {name: navigate(page, PAGES[name]) for name in order}  # first visits compute the PCA map once
@@ -226,7 +229,7 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
     navigate(page, "Embeddings")
     count, lasso_seconds, sent_after, payload = timed_lasso(page, frames, share=0.22)
     assert 0 < count < digits.num_train
-    grid_images = page.locator("[data-testid='stImage'] img").count()
+    grid_images = page.locator(".st-key-emb_grid [data-testid='stImage'] img").count()
     assert grid_images == min(count, 60)
     page.get_by_label("Selection name").fill("browser-lasso")
     page.get_by_role("button", name="Save as a named selection").click()
@@ -234,6 +237,12 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
     saved = {s.name: s for s in list_selections(digits, workspace=session_workspace)}
     assert saved["browser-lasso"].size == count
     screenshot(page, shots, "embeddings")
+    # Recolouring redraws the map: the selection stays (the page keeps it, not the chart).
+    pick(page, "Colour by", "dimension", where="stMain")
+    page.locator(".st-key-emb_dim").first.wait_for(timeout=60_000)
+    page.wait_for_selector(IDLE)
+    assert page.locator("h3", has_text="Selected:").first.text_content().startswith(f"Selected: {count:,} samples")
+    assert "color=dimension" in page.url
 
     # Selectors: run two and compare.
     navigate(page, "Selectors")
@@ -268,6 +277,8 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
     navigate(page, "Export")
     screenshot(page, shots, "export")
 
+    assert not outside, outside[:5]
+
     # The sidebar's embedding picker: a second embedding, chosen there, changes the Dimensions page.
     get_encoder("pixels-pca", components=32).embed(digits, workspace=session_workspace, progress=False)
     navigate(page, "Dimensions")
@@ -279,6 +290,17 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
     pick(page, "Embedding", "autoencoder (autoencoder")
     page.locator(".st-key-fig4 .main-svg").first.wait_for(state="attached", timeout=60_000)
     assert "embedding=autoencoder" in page.url
+
+    # A refresh keeps the data set, its cap and the embedding (they live in the URL).
+    page.goto(f"{server}/dimensions?source=digits&cap=40")
+    page.wait_for_selector("h1:has-text('Dimensions')")
+    page.wait_for_selector(IDLE)
+    page.get_by_text("has no embedding yet").first.wait_for(timeout=60_000)  # the capped digits have none
+    assert page.get_by_role("spinbutton", name="Images per class, training and test (0 = all)").input_value() == "40"
+    page.reload()
+    page.wait_for_selector(IDLE)
+    assert page.get_by_role("spinbutton", name="Images per class, training and test (0 = all)").input_value() == "40"
+    assert "cap=40" in page.url
 
     with capsys.disabled():
         print(
