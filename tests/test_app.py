@@ -494,6 +494,7 @@ def test_the_make_embedding_form_runs_an_encoder_in_the_background(fresh_workspa
     made = embedding_table(digits, workspace=fresh_workspace)
     assert list(made["name"]) == ["pixels-16"] and made["dim"].iloc[0] == 16
     assert [m["name"] for m in list_embeddings(digits, workspace=fresh_workspace)] == ["pixels-16"]
+    at.run()  # the sidebar is drawn before the page: it may have missed an embedding saved meanwhile
     assert at.selectbox(key="embedding").value == "pixels-16"  # the sidebar picks it up
 
 
