@@ -166,7 +166,7 @@ def screenshot(page: Any, folder: Path, name: str) -> Path:
     path = folder / f"dashboard-{name}.png"
     page.wait_for_timeout(600)  # let plotly finish drawing
     masks = [page.get_by_label("Workspace"), page.get_by_text(MACHINE_PATH)]
-    page.screenshot(path=str(path), mask=masks)
+    page.screenshot(path=str(path), mask=masks, mask_color="#eceef2")  # a quiet grey, like an empty field
     assert path.stat().st_size > 20_000  # a real page, not a blank one
     return path
 

@@ -399,6 +399,11 @@ def _embedding_progress(run_id: str, workspace: str) -> None:
     if progress.state == "queued":
         ahead = jobs.running_run(workspace)
         label += f"waiting for run {ahead} to finish" if ahead else "waiting for its worker to start"
+    elif progress.stage == "training" and not config.get("loop"):
+        label += "computing the embedding"  # encoders that do not train log no steps
+    elif progress.stage == "training" and progress.step == 0 and progress.loss is None:
+        # Before the first loss record: the process imports torch, loads the data, builds the model.
+        label += "starting (loading the data set and building the model)"
     else:
         label += STAGE_LABELS.get(progress.stage, progress.stage)
         if progress.stage == "training" and progress.eta_s is not None:
