@@ -268,6 +268,9 @@ def test_train_form_queues_a_run_whose_curve_appears(
     trace = chart(at, "train_loss_curves")["data"][0]
     np.testing.assert_array_equal(decode(trace["x"]), loss["step"].to_numpy())
     np.testing.assert_allclose(decode(trace["y"]), loss["loss"].to_numpy())
+    # Half a page is too narrow for Fig. 7's protocol note (it was cut off): it is text below the chart.
+    assert not chart(at, "train_loss_curves")["layout"].get("annotations")
+    assert any(c.value.startswith("Protocol: ") for c in at.caption)
 
 
 def test_results_page_draws_the_experiment_figures_from_the_run_store(

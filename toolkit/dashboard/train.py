@@ -164,7 +164,8 @@ def live_runs() -> None:
         figure = loss_curves(runs, x="step")
         # Half a page is too narrow for the figure's protocol note: it goes below as text.
         note = " ".join(a.text.replace("<br>", " ") for a in figure.layout.annotations)
-        figure.update_layout(annotations=[], margin={"b": 40})
+        figure.layout.annotations = ()  # (update_layout(annotations=[]) leaves them in place)
+        figure.update_layout(margin={"b": 40})
         left.plotly_chart(figure, key="train_loss_curves")
         left.caption(note)
         right.plotly_chart(accuracy_curves(runs, title="Test accuracy"), key="train_accuracy_curves")
