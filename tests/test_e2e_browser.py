@@ -174,8 +174,16 @@ def screenshot(page: Any, folder: Path, name: str) -> Path:
 def pick(page: Any, label: str, option: str, where: str = "stSidebar") -> None:
     """Choose ``option`` in the selectbox ``label`` (a click, then the option in its list) in the
     sidebar, or in the part of the page with test id ``where``."""
-    page.get_by_test_id(where).get_by_label(label, exact=True).click()
-    page.get_by_role("option", name=option).first.click()
+    page.wait_for_selector(IDLE)
+    choice = page.get_by_role("option", name=option).first
+    for _ in range(3):  # a rerun that redraws the widget closes its list: open it again
+        page.get_by_test_id(where).get_by_label(label, exact=True).click()
+        try:
+            choice.wait_for(timeout=10_000)
+            break
+        except Exception:  # playwright's TimeoutError
+            page.keyboard.press("Escape")
+    choice.click()
     page.wait_for_selector(IDLE)
 
 
@@ -283,6 +291,7 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
     get_encoder("pixels-pca", components=32).embed(digits, workspace=session_workspace, progress=False)
     navigate(page, "Dimensions")
     page.locator(".st-key-dim_view button", has_text="Fig. 4").first.click()
+    page.locator(".st-key-fig4 .main-svg").first.wait_for(state="attached", timeout=60_000)
     page.wait_for_selector(IDLE)
     pick(page, "Embedding", "pixels-pca (pixels-pca")
     page.get_by_text("made by the pixels-pca encoder").wait_for(timeout=60_000)
