@@ -13,7 +13,9 @@ from toolkit.dashboard import common
 
 PAGES = Path(__file__).resolve().parent / "toolkit" / "dashboard"
 
-st.set_page_config(page_title="SampleSift", page_icon=":material/filter_alt:", layout="wide")
+# A local icon: a material icon as favicon is fetched from the internet (an error in the console offline).
+FAVICON = Path(__file__).resolve().parent / "assets" / "favicon.png"
+st.set_page_config(page_title="SampleSift", page_icon=str(FAVICON), layout="wide")
 st.session_state["_context"] = common.sidebar()
 
 

@@ -3,7 +3,8 @@
 Every page is rendered on the offline default (digits) and on a capped real CIFAR-10 subset;
 the figures' data are compared with the toolkit's own output; a selection is injected as
 the map's selection event; a run queued from the Train form trains in a real background
-process and its curve appears after polling.
+process and its curve appears after polling; an embedding made from the Data page's form
+appears in its table; the sidebar's embedding picker switches what every page shows.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import collections
 import io
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,10 +26,11 @@ import streamlit as st
 import streamlit.testing.v1.app_test as app_test_module
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
-from toolkit.embed import AutoencoderConfig, Embedding, train_autoencoder
 from torchvision.datasets import ImageFolder
 
 from toolkit.data import ImageDataset
+from toolkit.embedding import Embedding, embedding_table, list_embeddings
+from toolkit.encoders import get_encoder
 from toolkit.export import export_selection
 from toolkit.jobs import cancel_run
 from toolkit.projection import load_or_compute_projection, points_in_polygon, stratified_subsample
@@ -36,7 +39,7 @@ from toolkit.runs import RunStore
 from toolkit.selection import list_selections, make_selection
 from toolkit.train import TrainConfig, prepare, train
 from toolkit.viz.embedding import heatmap_rows, image_grid_items
-from toolkit.viz.results import accuracy_vs_split, time_budget_bars
+from toolkit.viz.results import accuracy_vs_split, loss_curves, time_budget_bars
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 PAGES = ("data", "embeddings", "dimensions", "selectors", "train", "results", "export")
@@ -145,7 +148,8 @@ def test_map_matches_the_toolkit_and_a_lasso_shows_and_saves_the_right_images(
     assert 50 < len(expected) < digits.num_train
     assert subheaders(at)[0] == f"Selected: {len(expected):,} samples"
     _, captions, _ = image_grid_items(digits, expected[stratified_subsample(digits.train_labels[expected], 60)])
-    grid = [image for image in at.image if image.captions and image.captions[0].startswith("#")][-1]
+    grids = [image for image in at.image if image.captions and image.captions[0].startswith("#")]
+    grid = grids[-2]  # the selection's grid; the last one is the sample detail's neighbours
     assert grid.captions == captions and len(grid.value) == min(60, len(expected))
 
     at.text_input(key="lasso_name").set_value("lower-left")
@@ -204,7 +208,9 @@ def test_selectors_compare_and_refuse_a_budget_larger_than_the_data_set(
     at.button[0].click().run()
     assert_clean(at)
     expected = {
-        m: make_selection(digits, m, size=100, seed=0, save=False, workspace=workspace).indices
+        m: make_selection(
+            digits, m, size=100, seed=0, save=False, workspace=workspace, embedding=digits_embedding.name
+        ).indices
         for m in ("random", "topk-activation")
     }
     overlay = chart(at, "sel_overlay")["data"]
@@ -219,7 +225,7 @@ def test_selectors_compare_and_refuse_a_budget_larger_than_the_data_set(
     at.number_input(key="sel_k").set_value(digits.num_train + 1)
     at.button[0].click().run()
     assert not at.exception
-    assert at.error and f"--size must be between 1 and {digits.num_train}" in at.error[0].value
+    assert at.error and f"*Samples K* must be between 1 and {digits.num_train}" in at.error[0].value
 
 
 def test_train_form_queues_a_run_whose_curve_appears(
@@ -232,7 +238,7 @@ def test_train_form_queues_a_run_whose_curve_appears(
     assert_clean(at)
     at.number_input(key="train_steps").set_value(0)
     at.button(key="train_submit").click().run()
-    assert at.error and "--steps must be a positive whole number, got 0" in at.error[0].value
+    assert at.error and "*Steps* must be a positive whole number, got 0" in at.error[0].value
     before = {run.id for run in RunStore(workspace)}
 
     at.multiselect(key="train_splits").set_value([0.0])
@@ -262,6 +268,9 @@ def test_train_form_queues_a_run_whose_curve_appears(
     trace = chart(at, "train_loss_curves")["data"][0]
     np.testing.assert_array_equal(decode(trace["x"]), loss["step"].to_numpy())
     np.testing.assert_allclose(decode(trace["y"]), loss["loss"].to_numpy())
+    # Half a page is too narrow for Fig. 7's protocol note (it was cut off): it is text below the chart.
+    assert not chart(at, "train_loss_curves")["layout"].get("annotations")
+    assert any(c.value.startswith("Protocol: ") for c in at.caption)
 
 
 def test_results_page_draws_the_experiment_figures_from_the_run_store(
@@ -351,7 +360,7 @@ def test_export_page_downloads_every_file_format_and_writes_an_image_folder(
 
     export_folder(out)  # again, without overwrite: refused, nothing touched
     assert not at.exception and not at.success
-    assert at.error and "exists and is not empty; pass --overwrite" in at.error[0].value
+    assert at.error and "exists and is not empty; tick *Overwrite an earlier export*" in at.error[0].value
     assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
     export_folder(out, overwrite=True)  # an earlier export may be replaced
     assert_clean(at)
@@ -380,20 +389,116 @@ def test_bad_data_inputs_show_the_toolkit_message(workspace: Path, tmp_path: Pat
     assert at.error and "has no class folders with images" in at.error[0].value
 
 
-def test_the_autoencoder_is_trained_from_the_app(workspace: Path, digits: ImageDataset) -> None:
+def test_an_autoencoder_is_made_from_a_page_without_an_embedding(workspace: Path, digits: ImageDataset) -> None:
     at = open_app("embeddings", max_per_class=20)
     assert_clean(at)
-    assert at.info and "has no autoencoder" in at.info[0].value
+    assert at.info and "has no embedding yet" in at.info[0].value
+    assert at.selectbox(key="new_encoder").value == "autoencoder"
     at.number_input(key="embed_epochs").set_value(2)
     at.number_input(key="embed_batch").set_value(64)
-    at.get("form_submit_button")[0].click()
-    at.run()
+    at.button(key="embed_submit").click().run()
     # The job process needs seconds to start: the live panel with its cancel button shows first.
-    assert at.button(key="cancel_embed").label == "Cancel training"
+    assert [b.label for b in at.button if b.label == "Cancel"]
     assert [m.label for m in at.metric] == ["Step", "Loss", "Images/s", "Time left"]
     poll(at, lambda: bool([c for c in at.get("plotly_chart") if c.proto.id.endswith("embedding_map")]))
     assert_clean(at)
     assert subheaders(at)[0] == "Selected: 0 samples"
+
+
+@pytest.fixture
+def fresh_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty workspace of its own as the app's default (embeddings made here stay here)."""
+    root = tmp_path / "ws"
+    monkeypatch.setenv("SAMPLESIFT_WORKSPACE", str(root))
+    monkeypatch.delenv("SAMPLESIFT_DATA", raising=False)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    return root
+
+
+@pytest.fixture
+def two_embeddings(
+    fresh_workspace: Path, session_workspace: Path, digits: ImageDataset, digits_embedding: Embedding
+) -> dict[str, Embedding]:
+    """The session's digits autoencoder copied in, then a pixels-pca embedding (the newest)."""
+    target = fresh_workspace / digits_embedding.path.relative_to(session_workspace)
+    shutil.copytree(digits_embedding.path, target)
+    pixels = get_encoder("pixels-pca", components=32).embed(digits, workspace=fresh_workspace, progress=False)
+    return {"autoencoder": digits_embedding, "pixels-pca": pixels}
+
+
+def test_the_embedding_picker_switches_what_every_page_shows(
+    fresh_workspace: Path, digits: ImageDataset, two_embeddings: dict[str, Embedding]
+) -> None:
+    at = open_app("dimensions")
+    assert_clean(at)
+    picker = at.selectbox(key="embedding")
+    assert picker.options == [
+        "autoencoder (autoencoder, k-NN %.0f%%)" % (100 * two_embeddings["autoencoder"].quality["knn_accuracy"]),
+        "pixels-pca (pixels-pca, k-NN %.0f%%)" % (100 * two_embeddings["pixels-pca"].quality["knn_accuracy"]),
+    ]
+    assert picker.value == "pixels-pca"  # the newest by default
+    at.segmented_control(key="dim_view").set_value("Fig. 4").run()
+    assert_clean(at)
+    assert at.info and "made by the pixels-pca encoder" in at.info[0].value
+    assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith("fig4")]
+    heat_rows = heatmap_rows(two_embeddings["pixels-pca"].vectors, digits.train_labels, sort_by="class", max_rows=400)
+
+    at.selectbox(key="embedding").set_value("autoencoder").run()
+    assert_clean(at)
+    assert at.query_params["embedding"] == "autoencoder"  # a refresh or a shared link keeps it
+    assert len(chart(at, "fig4")["data"]) == 18
+    at.segmented_control(key="dim_view").set_value("Heatmap").run()
+    z = decode(chart(at, "dim_heatmap")["data"][0]["z"])
+    assert z.shape[1] == two_embeddings["autoencoder"].dim
+    at.selectbox(key="embedding").set_value("pixels-pca").run()
+    np.testing.assert_allclose(
+        decode(chart(at, "dim_heatmap")["data"][0]["z"]), two_embeddings["pixels-pca"].vectors[heat_rows], rtol=1e-6
+    )
+
+    # The map is the chosen embedding's.
+    at.switch_page("toolkit/dashboard/embeddings.py").run()
+    assert_clean(at)
+    for name in ("pixels-pca", "autoencoder"):
+        at.selectbox(key="embedding").set_value(name).run()
+        assert_clean(at)
+        coords = load_or_compute_projection(two_embeddings[name], "pca", workspace=fresh_workspace).coords
+        shown = stratified_subsample(digits.train_labels, 20_000)
+        np.testing.assert_allclose(decode(chart(at, "embedding_map")["data"][0]["x"]), coords[shown, 0], rtol=1e-6)
+
+    # The Data page lists both, with the k-NN accuracy measured when each was made.
+    at.switch_page("toolkit/dashboard/data.py").run()
+    assert_clean(at)
+    table = next(d.value for d in at.dataframe if "knn_accuracy" in d.value.columns)
+    assert sorted(table["name"]) == ["autoencoder", "pixels-pca"]
+    for row in table.itertuples():
+        assert row.knn_accuracy == pytest.approx(100 * two_embeddings[row.name].quality["knn_accuracy"])
+
+
+def test_the_make_embedding_form_runs_an_encoder_in_the_background(fresh_workspace: Path, digits: ImageDataset) -> None:
+    at = open_app()
+    assert_clean(at)
+    assert "No embedding of" in at.info[0].value
+    at.selectbox(key="new_encoder").set_value("pixels-pca").run()
+    at.number_input(key="embed_components").set_value(16)
+    at.text_input(key="embed_name_pixels-pca").set_value("pixels-16")
+    at.button(key="embed_submit").click().run()
+    assert not at.exception
+    runs = [run for run in RunStore(fresh_workspace) if run.config.get("kind") == "embed"]
+    assert len(runs) == 1 and runs[0].config["encoder"] == "pixels-pca"
+    assert runs[0].config["options"]["components"] == 16 and runs[0].config["embedding"] == "pixels-16"
+
+    def listed() -> bool:
+        return any("knn_accuracy" in d.value.columns and "pixels-16" in set(d.value["name"]) for d in at.dataframe)
+
+    poll(at, listed)
+    assert_clean(at)
+    assert runs[0].status()["state"] == "finished"
+    made = embedding_table(digits, workspace=fresh_workspace)
+    assert list(made["name"]) == ["pixels-16"] and made["dim"].iloc[0] == 16
+    assert [m["name"] for m in list_embeddings(digits, workspace=fresh_workspace)] == ["pixels-16"]
+    at.run()  # the sidebar is drawn before the page: it may have missed an embedding saved meanwhile
+    assert at.selectbox(key="embedding").value == "pixels-16"  # the sidebar picks it up
 
 
 # --------------------------------------------------------------------------- real CIFAR-10
@@ -401,9 +506,8 @@ def test_the_autoencoder_is_trained_from_the_app(workspace: Path, digits: ImageD
 
 @pytest.fixture(scope="module")
 def cifar_embedding(cifar_small: ImageDataset, session_workspace: Path) -> Embedding:
-    return train_autoencoder(
-        cifar_small, AutoencoderConfig(epochs=1, batch=100, device="cpu"), workspace=session_workspace, progress=False
-    )
+    encoder = get_encoder("autoencoder", epochs=1, batch=100, device="cpu")
+    return encoder.embed(cifar_small, workspace=session_workspace, progress=False)
 
 
 @pytest.mark.cifar
@@ -422,3 +526,236 @@ def test_every_page_renders_on_capped_cifar10(
     np.testing.assert_allclose(decode(trace["x"]), coords[:, 0], rtol=1e-6)
     custom = decode(trace["customdata"])
     np.testing.assert_array_equal(custom[:, 1], cifar_small.train_labels[custom[:, 0]])
+
+
+# --------------------------------------------------------------------------- issue 13: state, feedback, wording
+
+
+def test_the_server_watches_no_files() -> None:
+    """A file watcher over a repository with .venv and workspace/ inside burned 45-65 % CPU."""
+    import tomllib
+
+    config = tomllib.loads((APP.parent / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["fileWatcherType"] == "none"
+    assert config["server"]["runOnSave"] is False
+
+
+def test_sidebar_edits_wait_for_load_and_the_url_restores_the_choice(
+    fresh_workspace: Path, digits: ImageDataset, two_embeddings: dict[str, Embedding]
+) -> None:
+    at = open_app()
+    assert_clean(at)
+    assert at.number_input(key="max_per_class").label.startswith("Images per class, training and test")
+    at.number_input(key="max_per_class").set_value(30).run()  # typing alone loads nothing
+    assert [m.value for m in at.metric][:2] == [f"{digits.num_train:,}", f"{digits.num_test:,}"]
+    at.radio(key="data_source").set_value("CIFAR-10").run()  # nor does another source
+    assert [m.value for m in at.metric][:2] == [f"{digits.num_train:,}", f"{digits.num_test:,}"]
+    assert any("Press **Load**" in c.value for c in at.sidebar.caption)
+    at.radio(key="data_source").set_value("digits (offline)").run()  # digits needs no path: at once
+    assert not any("Press **Load**" in c.value for c in at.sidebar.caption)
+    at.number_input(key="max_per_class").set_value(30)
+    at.button(key="data_load").click().run()
+    assert_clean(at)
+    assert [m.value for m in at.metric][:2] == ["300", "300"]
+    assert at.query_params["source"] == "digits" and at.query_params["cap"] == "30"
+    assert "data" not in at.query_params and "workspace" not in at.query_params  # defaults stay out of the URL
+
+    at.number_input(key="max_per_class").set_value(0)
+    at.button(key="data_load").click().run()
+    at.selectbox(key="embedding").set_value("autoencoder").run()
+    at.switch_page("toolkit/dashboard/embeddings.py").run()
+    at.selectbox(key="emb_color").set_value("dimension").run()
+    assert_clean(at)
+    url = dict(at.query_params)
+    assert url["embedding"] == "autoencoder" and url["color"] == "dimension" and url["map"] == "pca"
+
+    # A refresh: a new session with the same URL shows the same data set, embedding and colouring.
+    again = AppTest.from_file(str(APP), default_timeout=120)
+    for key, value in url.items():
+        again.query_params[key] = value
+    again.run()
+    again.switch_page("toolkit/dashboard/embeddings.py").run()
+    assert_clean(again)
+    assert again.selectbox(key="embedding").value == "autoencoder"
+    assert again.selectbox(key="emb_color").value == "dimension"
+    capped = AppTest.from_file(str(APP), default_timeout=120)
+    for key, value in {"source": "digits", "cap": "30", "workspace": str(fresh_workspace / "other")}.items():
+        capped.query_params[key] = value
+    capped.run()
+    assert_clean(capped)
+    assert capped.number_input(key="max_per_class").value == 30
+    assert [m.value for m in capped.metric][:2] == ["300", "300"]
+    assert capped.text_input(key="workspace").value == str(fresh_workspace / "other")
+    assert capped.query_params["workspace"] == str(fresh_workspace / "other")
+
+    # Old bookmarks (?data=PATH) still open an image folder.
+    old = AppTest.from_file(str(APP), default_timeout=120)
+    old.query_params["data"] = str(fresh_workspace / "nowhere")
+    old.run()
+    assert old.radio(key="data_source").value == "Image folder or .npz"
+    assert old.error and "does not exist" in old.error[0].value
+
+
+def test_a_selection_survives_recolouring_and_a_box_is_named_a_box(
+    workspace: Path, digits: ImageDataset, digits_embedding: Embedding
+) -> None:
+    at = open_app("embeddings")
+    coords = load_or_compute_projection(digits_embedding, "pca", workspace=workspace).coords
+    trace = chart(at, "embedding_map")["data"][0]
+    shown = decode(trace["customdata"])[:, 0]
+    assert trace["text"] == [digits.class_names[c] for c in digits.train_labels[shown]]  # hover names the class
+    assert "%{text}" in trace["hovertemplate"] and "class %{customdata[1]}" not in trace["hovertemplate"]
+    slider = at.slider(key="emb_max_points")  # digits' 1,437 points: steps of 100, not 1,000
+    assert (slider.min, slider.max, slider.step, slider.value) == (100, digits.num_train, 100, digits.num_train)
+
+    (x0, y0), (x1, y1) = coords.min(0), np.median(coords, 0)
+    box = {"xref": "x", "yref": "y", "x": [x0, x1], "y": [y0, y1]}
+    at.session_state["embedding_map"] = {"selection": {"points": [], "point_indices": [], "box": [box], "lasso": []}}
+    at.run()
+    inside = (coords[:, 0] >= x0) & (coords[:, 0] <= x1) & (coords[:, 1] >= y0) & (coords[:, 1] <= y1)
+    count = int(inside.sum())
+    assert subheaders(at)[0] == f"Selected: {count:,} samples"
+    assert at.text_input(key="lasso_name").value == f"box-{count}"
+
+    # Recolour (the chart's own selection is emptied, as the browser does when the figure changes).
+    at.session_state["embedding_map"] = {"selection": {"points": [], "point_indices": [], "box": [], "lasso": []}}
+    at.selectbox(key="emb_color").set_value("dimension").run()
+    assert_clean(at)
+    assert subheaders(at)[0] == f"Selected: {count:,} samples"
+    redrawn = chart(at, "embedding_map")["data"][0]
+    assert sorted(redrawn["selectedpoints"]) == sorted(np.flatnonzero(inside[shown]).tolist())
+    at.slider(key="emb_max_points").set_value(700).run()  # another plotted sample keeps it too
+    assert subheaders(at)[0] == f"Selected: {count:,} samples"
+    at.selectbox(key="emb_color").set_value("selector score").run()
+    assert_clean(at)
+    assert at.selectbox(key="emb_selector").value == "topk-activation"  # the paper's selector by default
+    assert subheaders(at)[0] == f"Selected: {count:,} samples"
+    at.button(key="emb_clear_selection").click().run()
+    assert subheaders(at)[0] == "Selected: 0 samples"
+
+
+def test_errors_name_the_app_controls_not_cli_flags(workspace: Path, tmp_path: Path) -> None:
+    from toolkit.dashboard.common import app_message
+
+    folder = tmp_path / "with-bad-file"
+    for split in ("train", "test"):
+        (folder / split / "cat").mkdir(parents=True)
+        (folder / split / "cat" / "broken.png").write_bytes(b"not an image")
+    at = open_app(data_source="Image folder or .npz", data_path=str(folder))
+    assert not at.exception
+    message = at.error[0].value
+    assert "*Skip unreadable images*" in message and "--bad-images" not in message
+    assert "the shared copy's layout" not in app_message(
+        "give a folder with train/<class>/<image> and test/<class>/<image> (the shared copy's layout)"
+    )
+    assert app_message("x exists; pass --overwrite to replace it") == (
+        "x exists; tick *Overwrite an earlier export* to replace it"
+    )
+    assert app_message("--size must be between 1 and 5; --seed too") == (
+        "*Samples K* must be between 1 and 5; *Seed* too"
+    )
+    assert "Data page" in app_message("data set d has no embedding yet; make one with `samplesift embed --data d`")
+
+
+def test_figure_notes_sit_below_the_axis_titles_and_counts_are_singular(
+    workspace: Path, digits: ImageDataset, digits_embedding: Embedding
+) -> None:
+    from toolkit.viz.results import NOTE_LINE, NOTE_OFFSET
+
+    selection = make_selection(digits, "random", size=100, workspace=workspace, name="notes-random")
+    for split in (0.0, 0.5):
+        config = TrainConfig(split=split, steps=4, batch=32, evals=0, device="cpu", seed=7)
+        train(digits, config, selection=selection if split else None, workspace=workspace, progress=False)
+    table = results_table(workspace, dataset=digits.key)
+    figure = accuracy_vs_split(table[table["seed"] == 7]).to_dict()["layout"]
+    (note,) = figure["annotations"]
+    lines = note["text"].count("<br>") + 1
+    # Pinned in pixels below the plot area (not a share of its height), with room in the margin.
+    assert note["y"] == 0 and note["yanchor"] == "top" and note["yshift"] <= -NOTE_OFFSET
+    assert figure["margin"]["b"] >= -note["yshift"] + NOTE_LINE * lines
+    assert "1 seed per point" in note["text"] and "1 seeds" not in note["text"]
+    curves = loss_curves(table[table["seed"] == 7].head(1)).to_dict()["layout"]["annotations"][0]["text"]
+    assert "1 run, one line each" in curves and "1 runs" not in curves
+
+
+def test_a_queued_run_says_what_it_waits_for_and_a_repeat_is_flagged(
+    fresh_workspace: Path, digits: ImageDataset
+) -> None:
+    store = RunStore(fresh_workspace)
+    first = prepare(digits, TrainConfig(split=0.0, steps=5, batch=32, seed=1), workspace=fresh_workspace)
+    second = prepare(digits, TrainConfig(split=0.0, steps=5, batch=32, seed=2), workspace=fresh_workspace)
+    with first.lock():  # as a worker executing it holds it
+        first.set_status("running")
+        at = open_app("train")
+        assert_clean(at)
+        captions = [c.value for c in at.caption]
+        assert f"waiting for run `{first.id}`" in captions
+        assert sum(c.startswith("step 0 · loss –") for c in captions) == 1  # only the running one
+        assert any("Not started yet, so no curve" in c and second.id in c for c in captions)
+    for run in (first, second):
+        cancel_run(run)
+
+    at.multiselect(key="train_splits").set_value([0.0])
+    at.number_input(key="train_steps").set_value(5)
+    at.number_input(key="train_batch").set_value(32)
+    at.number_input(key="train_evals").set_value(0)
+    at.button(key="train_submit").click().run()
+    assert_clean(at)
+    assert not at.warning
+    at.button(key="train_submit").click().run()  # the same configuration again
+    assert at.warning and "repeats a configuration that is already queued or finished" in at.warning[0].value
+    for run in store:
+        cancel_run(run)
+
+
+def test_a_click_on_the_map_opens_the_sample_detail(
+    fresh_workspace: Path, digits: ImageDataset, digits_embedding: Embedding
+) -> None:
+    from toolkit.dashboard.detail import nearest_neighbours
+    from toolkit.embedding import save_embedding
+
+    rng = np.random.default_rng(0)
+    scores = {"el2n": rng.random(digits.num_train).astype(np.float32)}
+    emb = save_embedding(
+        digits,
+        workspace=fresh_workspace,
+        name="scored",
+        encoder="file",
+        config={},
+        seed=None,
+        vectors=digits_embedding.vectors,
+        test_vectors=None,
+        sample_scores=scores,
+    )
+    member = make_selection(digits, "random", size=50, workspace=fresh_workspace, name="holds-it", embedding="scored")
+    sample = int(member.indices[3])
+    at = open_app("embeddings")
+    assert_clean(at)
+    trace = chart(at, "embedding_map")["data"][0]
+    position = int(np.flatnonzero(decode(trace["customdata"])[:, 0] == sample)[0])
+    point = {"point_index": position, "customdata": [sample, int(digits.train_labels[sample])]}
+    at.session_state["embedding_map"] = {
+        "selection": {"points": [point], "point_indices": [position], "box": [], "lasso": []}
+    }
+    at.run()
+    assert_clean(at)
+    assert at.number_input(key="emb_detail_index").value == sample
+    assert at.query_params["sample"] == str(sample)
+    assert subheaders(at)[0] == "Selected: 0 samples"  # a click is not a selection
+    assert any(
+        f"**Sample #{sample}** · class **{digits.class_names[digits.train_labels[sample]]}**" in m.value
+        for m in at.markdown
+    )
+    assert any("In saved selections: `holds-it`" in c.value for c in at.caption)
+    table = next(d.value for d in at.dataframe if "percentile" in d.value.columns)
+    assert table["score"].tolist() == ["el2n"] and table["value"].iloc[0] == pytest.approx(scores["el2n"][sample])
+
+    # Its neighbours: the most cosine-similar rows, itself excluded.
+    unit = emb.vectors / np.linalg.norm(emb.vectors, axis=1, keepdims=True)
+    similarity = unit @ unit[sample]
+    similarity[sample] = -np.inf
+    expected = np.argsort(-similarity, kind="stable")[:12]
+    found, values = nearest_neighbours(emb, sample)
+    np.testing.assert_allclose(values, similarity[expected], rtol=1e-5)
+    grid = at.image[-1]
+    assert [c.split(" · ")[0] for c in grid.captions] == [f"#{j}" for j in found]

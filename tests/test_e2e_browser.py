@@ -2,10 +2,15 @@
 
 The test starts the server on a free localhost port, opens every page, draws a lasso on the
 embedding map with the mouse, queues a short training run from the form and waits for it
-to finish, and saves a screenshot of each page to ``assets/`` (used in the README). It
+to finish, switches the sidebar's embedding picker, and saves a screenshot of each page. It
 prints the time to first render of each page (cold, then with everything cached) and the
-time from releasing the lasso to the image grid, on digits and on the 50,000 real CIFAR-10
-embeddings when a workspace with them is available.
+time from releasing the lasso to the image grid, on digits and on a capped real CIFAR-10
+(built in the test's own temporary workspace from ``$SAMPLESIFT_CIFAR10`` or
+``../shared/datasets/cifar10``; skipped with the reason when neither is there).
+
+Screenshots go to a temporary folder, so a test run leaves the work tree clean; with
+``SAMPLESIFT_UPDATE_SCREENSHOTS=1`` they replace the ones in ``assets/`` (used in the README).
+Elements that show machine paths (the workspace field, saved-file messages) are masked.
 
 Chromium comes from Debian (``apt-get install -y chromium``), not ``playwright install``;
 the tests are marked ``e2e`` and skipped when ``/usr/bin/chromium`` is missing.
@@ -16,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -31,13 +35,16 @@ from conftest import CHROMIUM
 
 from toolkit.data import ImageDataset
 from toolkit.embedding import Embedding
+from toolkit.encoders import get_encoder
 from toolkit.runs import RunStore
 from toolkit.selection import list_selections
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "assets"
-#: A workspace holding the full CIFAR-10 decode cache and its trained autoencoder (read only).
-REFERENCE_WORKSPACE = Path(os.environ.get("SAMPLESIFT_CIFAR10_WORKSPACE", "/work/ws"))
+#: Set to 1 to write the screenshots into assets/ (otherwise a temporary folder).
+UPDATE_SCREENSHOTS = os.environ.get("SAMPLESIFT_UPDATE_SCREENSHOTS") == "1"
+#: Text that would show a machine's paths in a screenshot.
+MACHINE_PATH = re.compile(r"(/tmp/|/work/|/home/|/root/|/Users/|[A-Z]:\\)")
 PAGES = {
     "data": "Data",
     "embeddings": "Embeddings",
@@ -147,13 +154,37 @@ def wait_for_selected(page: Any, timeout: float = 120_000) -> int:
     return int(re.search(r"Selected: ([\d,]+)", text).group(1).replace(",", ""))
 
 
-def screenshot(page: Any, name: str) -> Path:
-    ASSETS.mkdir(exist_ok=True)
-    path = ASSETS / f"dashboard-{name}.png"
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots go: assets/ with SAMPLESIFT_UPDATE_SCREENSHOTS=1, else a temporary folder."""
+    return ASSETS if UPDATE_SCREENSHOTS else tmp_path_factory.mktemp("screenshots")
+
+
+def screenshot(page: Any, folder: Path, name: str) -> Path:
+    """Save the page; the workspace field and any text naming a machine path are masked."""
+    folder.mkdir(exist_ok=True)
+    path = folder / f"dashboard-{name}.png"
     page.wait_for_timeout(600)  # let plotly finish drawing
-    page.screenshot(path=str(path))
+    masks = [page.get_by_label("Workspace"), page.get_by_text(MACHINE_PATH)]
+    page.screenshot(path=str(path), mask=masks, mask_color="#eceef2")  # a quiet grey, like an empty field
     assert path.stat().st_size > 20_000  # a real page, not a blank one
     return path
+
+
+def pick(page: Any, label: str, option: str, where: str = "stSidebar") -> None:
+    """Choose ``option`` in the selectbox ``label`` (a click, then the option in its list) in the
+    sidebar, or in the part of the page with test id ``where``."""
+    page.wait_for_selector(IDLE)
+    choice = page.get_by_role("option", name=option).first
+    for _ in range(3):  # a rerun that redraws the widget closes its list: open it again
+        page.get_by_test_id(where).get_by_label(label, exact=True).click()
+        try:
+            choice.wait_for(timeout=10_000)
+            break
+        except Exception:  # playwright's TimeoutError
+            page.keyboard.press("Escape")
+    choice.click()
+    page.wait_for_selector(IDLE)
 
 
 class Frames:
@@ -184,36 +215,49 @@ def timed_lasso(page: Any, frames: Frames, share: float, timeout: float = 120_00
 
 
 def test_every_page_a_lasso_and_a_training_run_in_the_browser(
-    server: str, page: Any, session_workspace: Path, digits: ImageDataset, capsys: pytest.CaptureFixture
+    server: str,
+    page: Any,
+    session_workspace: Path,
+    digits: ImageDataset,
+    shots: Path,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     frames = Frames(page)
+    outside: list[str] = []  # the app works offline: nothing is fetched from another host (the favicon was)
+    page.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:")) else outside.append(r.url))
     cold = open_page(page, f"{server}/", "Data")  # the server's first page: it imports and loads everything
     order = [*list(PAGES)[1:], "data"]
     first = {name: navigate(page, PAGES[name]) for name in order}  # first visits compute the PCA map once
     cached = {name: navigate(page, PAGES[name]) for name in order}  # everything cached
-    screenshot(page, "data")
+    screenshot(page, shots, "data")
     navigate(page, "Dimensions")
-    screenshot(page, "dimensions")
+    screenshot(page, shots, "dimensions")
 
     # Embeddings: lasso with the mouse, the grid shows the selection, save it.
     navigate(page, "Embeddings")
     count, lasso_seconds, sent_after, payload = timed_lasso(page, frames, share=0.22)
     assert 0 < count < digits.num_train
-    grid_images = page.locator("[data-testid='stImage'] img").count()
+    grid_images = page.locator(".st-key-emb_grid [data-testid='stImage'] img").count()
     assert grid_images == min(count, 60)
     page.get_by_label("Selection name").fill("browser-lasso")
     page.get_by_role("button", name="Save as a named selection").click()
     page.get_by_text("Saved").first.wait_for(timeout=60_000)
     saved = {s.name: s for s in list_selections(digits, workspace=session_workspace)}
     assert saved["browser-lasso"].size == count
-    screenshot(page, "embeddings")
+    screenshot(page, shots, "embeddings")
+    # Recolouring redraws the map: the selection stays (the page keeps it, not the chart).
+    pick(page, "Colour by", "dimension", where="stMain")
+    page.locator(".st-key-emb_dim").first.wait_for(timeout=60_000)
+    page.wait_for_selector(IDLE)
+    assert page.locator("h3", has_text="Selected:").first.text_content().startswith(f"Selected: {count:,} samples")
+    assert "color=dimension" in page.url
 
     # Selectors: run two and compare.
     navigate(page, "Selectors")
     page.get_by_role("button", name="Run selectors").click()
     page.get_by_text("Selected images").first.wait_for(timeout=120_000)
     page.wait_for_selector(IDLE)
-    screenshot(page, "selectors")
+    screenshot(page, shots, "selectors")
 
     # Train: queue a short run from the form and watch it finish.
     before = {run.id for run in RunStore(session_workspace)}
@@ -234,12 +278,38 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
     page.get_by_text("No active runs").wait_for(timeout=30_000)  # the page polls the run store
     page.locator(".st-key-train_loss_curves .scatterlayer .trace").first.wait_for(state="attached", timeout=30_000)
     page.locator(".st-key-train_loss_curves").first.scroll_into_view_if_needed()
-    screenshot(page, "train")
+    screenshot(page, shots, "train")
     navigate(page, "Results")
     page.locator(".st-key-results_fig5 .main-svg").first.wait_for(state="attached", timeout=30_000)  # Fig. 5
-    screenshot(page, "results")
+    screenshot(page, shots, "results")
     navigate(page, "Export")
-    screenshot(page, "export")
+    screenshot(page, shots, "export")
+
+    assert not outside, outside[:5]
+
+    # The sidebar's embedding picker: a second embedding, chosen there, changes the Dimensions page.
+    get_encoder("pixels-pca", components=32).embed(digits, workspace=session_workspace, progress=False)
+    navigate(page, "Dimensions")
+    page.locator(".st-key-dim_view button", has_text="Fig. 4").first.click()
+    page.locator(".st-key-fig4 .main-svg").first.wait_for(state="attached", timeout=60_000)
+    page.wait_for_selector(IDLE)
+    pick(page, "Embedding", "pixels-pca (pixels-pca")
+    page.get_by_text("made by the pixels-pca encoder").wait_for(timeout=60_000)
+    assert "embedding=pixels-pca" in page.url
+    pick(page, "Embedding", "autoencoder (autoencoder")
+    page.locator(".st-key-fig4 .main-svg").first.wait_for(state="attached", timeout=60_000)
+    assert "embedding=autoencoder" in page.url
+
+    # A refresh keeps the data set, its cap and the embedding (they live in the URL).
+    page.goto(f"{server}/dimensions?source=digits&cap=40")
+    page.wait_for_selector("h1:has-text('Dimensions')")
+    page.wait_for_selector(IDLE)
+    page.get_by_text("has no embedding yet").first.wait_for(timeout=60_000)  # the capped digits have none
+    assert page.get_by_role("spinbutton", name="Images per class, training and test (0 = all)").input_value() == "40"
+    page.reload()
+    page.wait_for_selector(IDLE)
+    assert page.get_by_role("spinbutton", name="Images per class, training and test (0 = all)").input_value() == "40"
+    assert "cap=40" in page.url
 
     with capsys.disabled():
         print(
@@ -256,44 +326,35 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
 
 
 @pytest.fixture(scope="module")
-def full_cifar_workspace(session_workspace: Path) -> Path:
-    """The session workspace with the reference CIFAR-10 autoencoder copied in and its decode cache linked.
-
-    The autoencoder folder is copied (45 MB): workspaces refuse paths that resolve outside
-    them. The decode cache (180 MB of arrays) is only read, so a symbolic link does.
-    """
-    autoencoders = sorted(REFERENCE_WORKSPACE.glob("datasets/cifar10-*/autoencoders/default/manifest.json"))
-    caches = sorted(REFERENCE_WORKSPACE.glob("cache/datasets/cifar10-*/meta.json"))
-    if not autoencoders or not caches:
-        pytest.skip(f"no trained CIFAR-10 autoencoder in {REFERENCE_WORKSPACE} (set SAMPLESIFT_CIFAR10_WORKSPACE)")
-    for manifest in autoencoders:
-        target = session_workspace / manifest.parent.relative_to(REFERENCE_WORKSPACE)
-        if not target.exists():
-            shutil.copytree(manifest.parent, target)
-    for meta in caches:
-        target = session_workspace / meta.parent.relative_to(REFERENCE_WORKSPACE)
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(meta.parent, target_is_directory=True)
-    return session_workspace
+def cifar_in_workspace(cifar_small: ImageDataset, session_workspace: Path) -> ImageDataset:
+    """Real CIFAR-10 capped at 100 images per class, with a pixels-pca embedding, in the test's workspace."""
+    get_encoder("pixels-pca").embed(cifar_small, workspace=session_workspace, progress=False)
+    return cifar_small
 
 
 @pytest.mark.cifar
-def test_lasso_on_50000_real_cifar10_embeddings(
-    server: str, page: Any, full_cifar_workspace: Path, cifar_root: Path, capsys: pytest.CaptureFixture
+def test_lasso_on_capped_real_cifar10(
+    server: str,
+    page: Any,
+    cifar_in_workspace: ImageDataset,
+    cifar_root: Path,
+    shots: Path,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     frames = Frames(page)
-    cold = open_page(page, f"{server}/embeddings?data={cifar_root}", "Embeddings", timeout=300_000)
+    # The path relative to the server's folder (the repository): no machine path in the URL or screenshot.
+    spec = os.path.relpath(cifar_root, REPO)
+    cold = open_page(page, f"{server}/embeddings?data={spec}&cap=100", "Embeddings", timeout=300_000)
     page.get_by_text("Selected: 0 samples").wait_for(timeout=300_000)
-    assert page.get_by_text("plotting a class-stratified sample of 20,000").count() == 1
+    assert page.get_by_text("every sample is plotted").count() == 1
     data_page = navigate(page, "Data")
     cached = navigate(page, "Embeddings")
     count, lasso_seconds, sent_after, payload = timed_lasso(page, frames, share=0.3, timeout=300_000)
-    assert count > 0
-    screenshot(page, "embeddings-cifar10")
+    assert 0 < count < cifar_in_workspace.num_train
+    screenshot(page, shots, "embeddings-cifar10")
     with capsys.disabled():
         print(
-            f"\n[e2e cifar10 50,000 points, 20,000 plotted] first render {cold:.2f} s cold (loads 60,000 images), "
+            f"\n[e2e cifar10 {cifar_in_workspace.num_train:,} points] first render {cold:.2f} s cold, "
             f"{cached:.2f} s cached (Data page {data_page:.2f} s); lasso to grid {lasso_seconds:.2f} s for "
             f"{count:,} samples (the browser sent the selection event after {sent_after:.2f} s, "
             f"{payload / 1e6:.1f} MB); load average {os.getloadavg()}"

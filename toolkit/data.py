@@ -28,9 +28,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 import warnings
 import zipfile
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -569,6 +573,21 @@ def _load_image_folder(root: Path, spec: str, ws: Workspace, *, bad_files: BadFi
     return _cached(ws, root.resolve().name, spec, str(root.resolve()), source_key, decode)
 
 
+_progress_hooks = threading.local()
+
+
+@contextmanager
+def decode_progress(report: Callable[[int, int, float], None]) -> Iterator[None]:
+    """While active (in this thread), decoding an image folder calls ``report(done, total, elapsed_s)``
+    about twice a second: how a front end shows a first load's progress (the app's progress bar)."""
+    previous = getattr(_progress_hooks, "report", None)
+    _progress_hooks.report = report
+    try:
+        yield
+    finally:
+        _progress_hooks.report = previous
+
+
 def _decode_image_folder(
     root: Path,
     entries: dict[str, list[tuple[str, int]]],
@@ -598,7 +617,14 @@ def _decode_image_folder(
         # torchvision 0.29 deprecates its decoders in favour of torchcodec; they still work and
         # are 3-4x faster than Pillow here. Pillow remains the fallback for other formats.
         warnings.simplefilter("ignore", DeprecationWarning)
-        decoded = [work(path) for path in tqdm(paths, disable=not progress, desc="decode", unit="img")]
+        report = getattr(_progress_hooks, "report", None)
+        decoded: list[np.ndarray | None] = []
+        start = last = time.monotonic()
+        for path in tqdm(paths, disable=not progress, desc="decode", unit="img"):
+            decoded.append(work(path))
+            if report is not None and time.monotonic() - last >= 0.5:
+                last = time.monotonic()
+                report(len(decoded), len(paths), last - start)
     for path, image in zip(paths, decoded, strict=True):
         if image is None:
             bad.append(os.path.relpath(path, root))

@@ -177,6 +177,7 @@ def start_job(
     workspace: Workspace | str | Path | None = None,
     targets: dict[str, Any] | None = None,
     label: str = "",
+    env: dict[str, str] | None = None,
 ) -> Job:
     """Record a job and start its wrapper process in a new session.
 
@@ -188,6 +189,7 @@ def start_job(
         targets: what the job works on (data set key, embedding name, run ids), for
             finding it again.
         label: a short description for listings.
+        env: extra environment variables for the job's processes.
     """
     require(kind in JOB_KINDS, f"unknown job kind {kind!r}; choose one of {', '.join(JOB_KINDS)}")
     ws = as_workspace(workspace)
@@ -214,7 +216,7 @@ def start_job(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=_toolkit_env(),
+            env={**_toolkit_env(), **(env or {})},
             cwd=os.getcwd(),
             start_new_session=True,  # outlives the app; Ctrl-C in the app's terminal does not reach it
         )
@@ -333,7 +335,14 @@ def start_projection(
         workspace=ws,
         targets={"dataset": dataset.key, "embedding": embedding, "method": method, "seed": seed, **resolved},
         label=f"{method} map of {dataset.key}",
+        env={"NUMBA_CACHE_DIR": str(numba_cache_dir(ws))},
     )
+
+
+def numba_cache_dir(workspace: Workspace | str | Path | None = None) -> Path:
+    """Where map jobs keep numba's compiled kernels (UMAP's first run is mostly compiling them),
+    so later jobs, in new processes, reuse them."""
+    return as_workspace(workspace).cache_dir / "numba"
 
 
 def find_projection_job(
@@ -446,6 +455,17 @@ def cancel_run(run: Run | str, *, workspace: Workspace | str | Path | None = Non
             os.kill(int(status["pid"]), signal.SIGTERM)
         return "interrupted"
     return "nothing"
+
+
+def running_run(workspace: Workspace | str | Path | None = None) -> str | None:
+    """The id of the run a worker of this workspace is executing now (queued runs wait for it)."""
+    from toolkit.runs import RunStore
+
+    for run in RunStore(workspace):
+        with contextlib.suppress(SampleSiftError):
+            if run.status().get("state") == "running":
+                return run.id
+    return None
 
 
 @dataclass

@@ -49,13 +49,59 @@ class Context:
         return str(self.workspace.root)
 
 
+#: The toolkit's messages name CLI flags (one source of truth for every front end); the app
+#: shows them with the control that does the same instead. Whole phrases first, then flags.
+APP_PHRASES: tuple[tuple[str, str], ...] = (
+    (r"pass --bad-images skip to leave them out", "tick *Skip unreadable images* in the sidebar to leave them out"),
+    (r"pass --overwrite to replace it", "tick *Overwrite an earlier export* to replace it"),
+    (r"--overwrite will not replace it", "*Overwrite an earlier export* will not replace it"),
+    (r" \(the shared copy's layout\)", ""),
+    (r"(make|remake) (one|it) with `samplesift embed[^`]*`", r"\1 \2 on the Data page (*Make an embedding*)"),
+    (r"recompute (it|them) \(samplesift embed\)", r"remake \1 on the Data page"),
+    (r"; list runs with `samplesift runs`", " (see the Results page)"),
+    (r"resume it with samplesift train", "resume it on the Train page"),
+    (r"give --workspace a folder", "give the sidebar's *Workspace* a folder"),
+)
+#: CLI flags left in a message, and the app control each one corresponds to.
+APP_CONTROLS: dict[str, str] = {
+    "--max-per-class": "*Images per class*",
+    "--size": "*Samples K*",
+    "--fraction": "*Fraction*",
+    "--steps": "*Steps*",
+    "--time-budget": "*Seconds*",
+    "--batch": "*Batch*",
+    "--seed": "*Seed*",
+    "--epochs": "*Epochs*",
+    "--components": "*Components*",
+    "--evals": "*Evaluations*",
+    "--overwrite": "*Overwrite an earlier export*",
+    "--bad-images skip": "*Skip unreadable images*",
+    "--resume": "*Resume*",
+}
+
+
+def app_message(message: str) -> str:
+    """A toolkit message as the app shows it: its controls named instead of the CLI's flags."""
+    import re
+
+    for pattern, replacement in APP_PHRASES:
+        message = re.sub(pattern, replacement, message)
+    for flag in sorted(APP_CONTROLS, key=len, reverse=True):
+        message = re.sub(rf"{re.escape(flag)}(?![\w-])", APP_CONTROLS[flag], message)
+    return message
+
+
+def show_error(error: Exception | str, prefix: str = "") -> None:
+    st.error(prefix + app_message(str(error)), icon=":material/error:")
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Show a :class:`SampleSiftError` as an error box on the page (and stop this run)."""
     try:
         yield
     except SampleSiftError as exc:
-        st.error(str(exc), icon=":material/error:")
+        show_error(exc)
         st.stop()
 
 
@@ -67,23 +113,37 @@ def default_cifar10_location() -> str:
     return str(shared) if shared.is_dir() else ""
 
 
+#: URL values of the sidebar's source (``?source=``).
+SOURCE_PARAMS = {SOURCES[0]: "digits", SOURCES[1]: "cifar10", SOURCES[2]: "folder"}
+
+
+def default_workspace() -> str:
+    return os.environ.get("SAMPLESIFT_WORKSPACE") or "workspace"
+
+
 def _initial_picker_state() -> None:
-    """First run of a session: defaults from the URL (``?data=SPEC&cap=N``) or the environment."""
-    if "data_source" in st.session_state:
+    """First run of a session: the sidebar from the URL (``?source=&data=&cap=&skip=&workspace=``,
+    written back by :func:`_publish_data`), else the environment, else digits.
+
+    ``?data=digits``, ``?data=cifar10`` and ``?data=PATH`` alone work too (bookmarks made
+    before ``source`` was written).
+    """
+    if st.session_state.get("_picker_ready"):
         return
-    spec = st.query_params.get("data") or os.environ.get("SAMPLESIFT_DATA") or "digits"
-    if spec == "digits":
-        source, path = SOURCES[0], ""
-    elif spec == "cifar10":
-        source, path = SOURCES[1], ""
-    else:
-        source, path = SOURCES[2], spec
+    st.session_state["_picker_ready"] = True
+    params = st.query_params
+    spec = params.get("data") or os.environ.get("SAMPLESIFT_DATA") or "digits"
+    source = {v: k for k, v in SOURCE_PARAMS.items()}.get(params.get("source", ""))
+    if source is None:
+        source = SOURCES[0] if spec == "digits" else SOURCES[1] if spec == "cifar10" else SOURCES[2]
+    cifar = spec if source == SOURCES[1] and spec != "cifar10" else default_cifar10_location()
     st.session_state.setdefault("data_source", source)
-    st.session_state.setdefault("data_path", path)
-    st.session_state.setdefault("cifar_path", default_cifar10_location())
-    cap = st.query_params.get("cap", "0")
+    st.session_state.setdefault("data_path", spec if source == SOURCES[2] else "")
+    st.session_state.setdefault("cifar_path", cifar)
+    cap = params.get("cap", "0")
     st.session_state.setdefault("max_per_class", int(cap) if cap.isdigit() else 0)
-    st.session_state.setdefault("workspace", os.environ.get("SAMPLESIFT_WORKSPACE") or "workspace")
+    st.session_state.setdefault("skip_bad", params.get("skip") == "1")
+    st.session_state.setdefault("workspace", params.get("workspace") or default_workspace())
 
 
 def current_spec() -> str:
@@ -96,54 +156,128 @@ def current_spec() -> str:
     return st.session_state.get("data_path", "").strip()
 
 
-@st.cache_resource(show_spinner="Loading the data set…", max_entries=4)
+def _apply_sidebar() -> None:
+    """Take the sidebar's fields as the data set to load (first run, *Load* and source changes)."""
+    st.session_state["_data_applied"] = _pending()
+
+
+def set_param(name: str, value: str | None) -> None:
+    """Keep ``?name=value`` in the URL (``None`` removes it), so a refresh or a shared link restores it."""
+    if value is None:
+        if name in st.query_params:
+            del st.query_params[name]
+    elif st.query_params.get(name) != value:
+        st.query_params[name] = value
+
+
+def restore_choice(key: str, param: str, options: list[Any] | tuple[Any, ...]) -> None:
+    """Before drawing widget ``key``: on a session's first visit, take its value from ``?param=``."""
+    restored = st.session_state.setdefault("_url_restored", set())
+    if key in restored:
+        return
+    restored.add(key)
+    value = st.query_params.get(param)
+    if value is not None and key not in st.session_state:
+        match = next((o for o in options if str(o) == value), None)
+        if match is not None:
+            st.session_state[key] = match
+
+
+def _publish_data(applied: dict[str, Any]) -> None:
+    source = SOURCE_PARAMS[applied["source"]]
+    set_param("source", source)
+    set_param("data", None if source == "digits" else applied["spec"])
+    set_param("cap", str(applied["cap"]) if applied["cap"] else None)
+    set_param("skip", "1" if applied["skip"] else None)
+    set_param("workspace", None if applied["workspace"] == default_workspace() else applied["workspace"])
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
 def _load_dataset(spec: str, workspace: str, cap: int, skip_bad: bool, generation: int) -> ImageDataset:
     return load_dataset(spec, workspace=workspace, max_per_class=cap or None, bad_files="skip" if skip_bad else "error")
 
 
+def _load_with_progress(spec: str, workspace: str, cap: int, skip_bad: bool, generation: int) -> ImageDataset:
+    """The cached data set; a first load of an image folder shows a progress bar with counts and time left."""
+    from toolkit import data as data_module
+
+    bar = st.empty()
+
+    def report(done: int, total: int, elapsed: float) -> None:
+        left = elapsed / done * (total - done) if done else None
+        bar.progress(
+            done / max(total, 1),
+            text=f"Decoding the images once (then cached): {done:,} of {total:,}, "
+            f"{format_seconds(elapsed)} so far, about {format_seconds(left)} left",
+        )
+
+    with data_module.decode_progress(report), st.spinner("Loading the data set…"):
+        dataset = _load_dataset(spec, workspace, cap, skip_bad, generation)
+    bar.empty()
+    return dataset
+
+
 def sidebar() -> Context | None:
-    """Draw the data set picker; return the context, or ``None`` after showing why not."""
+    """Draw the data set picker; return the context, or ``None`` after showing why not.
+
+    Edits of the fields take effect with *Load* (a form), so typing a path does not load
+    data on every keystroke; the loaded choice is kept in the URL.
+    """
     _initial_picker_state()
     st.session_state.setdefault("data_generation", 0)
+    if "_data_applied" not in st.session_state:
+        _apply_sidebar()
     with st.sidebar:
         st.subheader("Data set")
-        source = st.radio("Source", SOURCES, key="data_source")
-        if source == SOURCES[1]:
-            st.text_input(
-                "CIFAR-10 location",
-                key="cifar_path",
-                help="An image-folder copy (train/ and test/), a folder holding torchvision's "
-                "cifar-10-batches-py, or empty to download it with torchvision.",
+        st.radio("Source", SOURCES, key="data_source")
+        source = st.session_state["data_source"]
+        with st.form("data_form", border=False):
+            if source == SOURCES[1]:
+                st.text_input(
+                    "CIFAR-10 location",
+                    key="cifar_path",
+                    help="An image-folder copy (train/ and test/), a folder holding torchvision's "
+                    "cifar-10-batches-py, or empty to download it with torchvision.",
+                )
+            elif source == SOURCES[2]:
+                st.text_input(
+                    "Path",
+                    key="data_path",
+                    placeholder="path/to/folder or data.npz",
+                    help="A folder with train/<class>/<image> and test/<class>/<image>, or an .npz archive.",
+                )
+            st.number_input(
+                "Images per class, training and test (0 = all)",
+                min_value=0,
+                step=50,
+                key="max_per_class",
+                help="Keeps the first N images of every class in the training split and in the test split.",
             )
-        elif source == SOURCES[2]:
-            st.text_input(
-                "Path",
-                key="data_path",
-                placeholder="path/to/folder or data.npz",
-                help="A folder with train/<class>/<image> and test/<class>/<image>, or an .npz archive.",
-            )
-        st.number_input("Images per class (0 = all)", min_value=0, step=50, key="max_per_class")
-        st.checkbox("Skip unreadable images", key="skip_bad", help="Otherwise a folder with bad files is refused.")
-        st.text_input("Workspace", key="workspace", help="Where caches, embeddings, selections and runs live.")
+            st.checkbox("Skip unreadable images", key="skip_bad", help="Otherwise a folder with bad files is refused.")
+            st.text_input("Workspace", key="workspace", help="Where caches, embeddings, selections and runs live.")
+            if st.form_submit_button("Load", icon=":material/upload:", key="data_load", type="primary"):
+                _apply_sidebar()
+        if source != st.session_state["_data_applied"]["source"] and source == SOURCES[0]:
+            _apply_sidebar()  # digits needs no path: switch at once
         if st.button("Reload data", help="Read the source again (after its files changed)."):
             st.session_state["data_generation"] += 1
             _load_dataset.clear()
-    spec = current_spec()
-    workspace = Workspace(st.session_state.get("workspace") or None)
+    applied = st.session_state["_data_applied"]
+    if applied != _pending():
+        st.sidebar.caption("Press **Load** to use the changed fields.")
+    spec = applied["spec"]
     if not spec:
-        st.info("Enter the path of an image folder or an .npz file in the sidebar.")
+        st.info("Enter the path of an image folder or an .npz file in the sidebar, then press **Load**.")
         return None
     try:
-        dataset = _load_dataset(
-            spec,
-            str(workspace.root),
-            int(st.session_state.get("max_per_class") or 0),
-            bool(st.session_state.get("skip_bad", False)),
-            st.session_state["data_generation"],
+        workspace = Workspace(applied["workspace"])
+        dataset = _load_with_progress(
+            spec, str(workspace.root), applied["cap"], applied["skip"], st.session_state["data_generation"]
         )
     except SampleSiftError as exc:
-        st.error(f"Cannot load the data set: {exc}", icon=":material/error:")
+        show_error(exc, "Cannot load the data set: ")
         return None
+    _publish_data(applied)
     made = {m["name"]: m for m in list_embeddings(dataset, workspace=workspace)}
     with st.sidebar:
         chosen = _embedding_picker(made)
@@ -157,6 +291,17 @@ def sidebar() -> Context | None:
             "run `streamlit run app.py --server.address 0.0.0.0` behind your own access control."
         )
     return Context(dataset, workspace, chosen, made[chosen]["encoder"] if chosen else None)
+
+
+def _pending() -> dict[str, Any]:
+    """What the sidebar's fields describe now (loaded or not)."""
+    return {
+        "source": st.session_state.get("data_source", SOURCES[0]),
+        "spec": current_spec(),
+        "cap": int(st.session_state.get("max_per_class") or 0),
+        "skip": bool(st.session_state.get("skip_bad", False)),
+        "workspace": (st.session_state.get("workspace") or "").strip() or default_workspace(),
+    }
 
 
 def _embedding_label(manifest: dict[str, Any]) -> str:
@@ -226,6 +371,11 @@ def require_embedding(ctx: Context) -> Embedding:
     return found
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 run``, ``2 runs`` (``many``: an irregular plural)."""
+    return f"{count:,} {word if count == 1 else many or word + 's'}"
+
+
 def format_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "–"
@@ -247,7 +397,13 @@ def _embedding_progress(run_id: str, workspace: str) -> None:
     config = run.config
     label = f"{config['encoder']} → {config['embedding']}: "
     if progress.state == "queued":
-        label += "waiting for the run before it to finish"
+        ahead = jobs.running_run(workspace)
+        label += f"waiting for run {ahead} to finish" if ahead else "waiting for its worker to start"
+    elif progress.stage == "training" and not config.get("loop"):
+        label += "computing the embedding"  # encoders that do not train log no steps
+    elif progress.stage == "training" and progress.step == 0 and progress.loss is None:
+        # Before the first loss record: the process imports torch, loads the data, builds the model.
+        label += "starting (loading the data set and building the model)"
     else:
         label += STAGE_LABELS.get(progress.stage, progress.stage)
         if progress.stage == "training" and progress.eta_s is not None:
@@ -270,15 +426,21 @@ def _encoder_option_inputs(name: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
     cols = st.columns(4)
     if "epochs" in defaults:
-        options["epochs"] = float(cols[0].number_input("Epochs", 0.1, 10_000.0, float(defaults["epochs"]), 1.0))
-        options["batch"] = int(cols[1].number_input("Batch", 2, 65_536, int(defaults["batch"])))
+        options["epochs"] = float(
+            cols[0].number_input("Epochs", 0.1, 10_000.0, float(defaults["epochs"]), 1.0, key="embed_epochs")
+        )
+        options["batch"] = int(cols[1].number_input("Batch", 2, 65_536, int(defaults["batch"]), key="embed_batch"))
     if "components" in defaults:
-        options["components"] = int(cols[0].number_input("Components", 1, 10_000, int(defaults["components"])))
-        options["whiten"] = cols[1].checkbox("Whiten", bool(defaults["whiten"]))
+        options["components"] = int(
+            cols[0].number_input("Components", 1, 10_000, int(defaults["components"]), key="embed_components")
+        )
+        options["whiten"] = cols[1].checkbox("Whiten", bool(defaults["whiten"]), key="embed_whiten")
     if "path" in defaults:
-        options["path"] = cols[0].text_input("Embedding file", placeholder="features.npy / .npz / .parquet / .csv")
-        options["match"] = cols[1].selectbox("Match rows by", ("auto", "order", "name"))
-    options["seed"] = int(cols[2].number_input("Seed", 0, 2**31 - 1, 0))
+        options["path"] = cols[0].text_input(
+            "Embedding file", placeholder="features.npy / .npz / .parquet / .csv", key="embed_file"
+        )
+        options["match"] = cols[1].selectbox("Match rows by", ("auto", "order", "name"), key="embed_match")
+    options["seed"] = int(cols[2].number_input("Seed", 0, 2**31 - 1, 0, key="embed_seed"))
     return options
 
 
@@ -309,9 +471,13 @@ def encoder_panel(ctx: Context) -> None:
         format_func=lambda n: f"{n}: {ENCODERS[n].summary}",
     )
     with st.form("embed_form"):
-        name = st.text_input("Name", value=encoder, help="Its name among this data set's embeddings.")
+        name = st.text_input(
+            "Name", value=encoder, key=f"embed_name_{encoder}", help="Its name among this data set's embeddings."
+        )
         options = _encoder_option_inputs(encoder)
-        submitted = st.form_submit_button("Make embedding", icon=":material/play_arrow:", type="primary")
+        submitted = st.form_submit_button(
+            "Make embedding", icon=":material/play_arrow:", type="primary", key="embed_submit"
+        )
     if submitted:
         with user_errors():
             jobs.start_embedding(ctx.dataset, get_encoder(encoder, **options), workspace=ctx.workspace, name=name)
@@ -327,6 +493,7 @@ def projection_controls(ctx: Context, emb: Embedding, key: str) -> Projection:
     """Method and seed pickers; returns the map (PCA is computed here, UMAP in the background)."""
     cached_umap = find_projection(emb, "umap", workspace=ctx.workspace) is not None
     cols = st.columns([2, 1, 1, 1])
+    restore_choice(f"{key}_map_method", "map", list(PROJECTION_LABELS))
     method = cols[0].selectbox(
         "Map",
         list(PROJECTION_LABELS),
@@ -334,6 +501,7 @@ def projection_controls(ctx: Context, emb: Embedding, key: str) -> Projection:
         format_func=PROJECTION_LABELS.__getitem__,
         key=f"{key}_map_method",
     )
+    set_param("map", method)
     seed = int(cols[1].number_input("Map seed", value=0, step=1, key=f"{key}_map_seed"))
     params: dict[str, Any] = {}
     if method == "umap":
@@ -375,13 +543,36 @@ def _umap_job_panel(ctx: Context, seed: int, params: dict[str, Any], key: str) -
 
 @st.fragment(run_every=POLL_SECONDS)
 def _projection_poll(job_id: str, workspace: str) -> None:
-    job = jobs.Job(Workspace(workspace).jobs_dir / f"{job_id}.json")
+    import datetime as dt
+
+    ws = Workspace(workspace)
+    job = jobs.Job(ws.jobs_dir / f"{job_id}.json")
     if not job.alive():
         st.rerun()
-    st.info("Computing the UMAP in the background (`samplesift project --method umap`)…", icon=":material/hourglass:")
+    started = dt.datetime.fromisoformat(str(job.record["created"]))
+    elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
+    compiled = jobs.numba_cache_dir(ws).is_dir() and any(jobs.numba_cache_dir(ws).rglob("*.nbi"))
+    st.info(
+        f"Computing the UMAP in the background: {format_seconds(elapsed)} so far. "
+        + (
+            "UMAP's compiled kernels are cached in the workspace: this should take seconds to a minute."
+            if compiled
+            else "The first UMAP in a workspace compiles numba kernels (a minute or two on a small machine); "
+            "they are cached, so later maps start at once."
+        ),
+        icon=":material/hourglass:",
+    )
 
 
-def show_images(images: list[np.ndarray], captions: list[str], *, width: int = 72) -> None:
-    """A grid of small images with captions."""
+#: Captions under small images wrap between words (Streamlit breaks them anywhere, mid-word).
+CAPTION_CSS = (
+    "<style>[data-testid='stImageCaption']{word-break:normal;overflow-wrap:normal;hyphens:none;"
+    "font-size:0.7rem;line-height:1.15}</style>"
+)
+
+
+def show_images(images: list[np.ndarray], captions: list[str], *, width: int = 80) -> None:
+    """A grid of small images with captions (wrapped at word boundaries)."""
     if images:
+        st.html(CAPTION_CSS)
         st.image(images, caption=captions, width=width)

@@ -35,7 +35,7 @@ with right:
     seed = int(st.number_input("Sample seed", value=0, step=1, key="data_seed"))
     sample = np.random.default_rng(seed).choice(dataset.num_train, size=min(24, dataset.num_train), replace=False)
     images, captions, _ = image_grid_items(dataset, sample, limit=None)
-    common.show_images(images, captions, width=64)
+    common.show_images(images, captions)
 
 st.header("Embeddings")
 table = embedding_table(dataset, workspace=ctx.workspace)

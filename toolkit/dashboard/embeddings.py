@@ -4,6 +4,7 @@ import numpy as np
 import streamlit as st
 
 from toolkit.dashboard import common
+from toolkit.dashboard.detail import sample_detail
 from toolkit.data import ImageDataset
 from toolkit.projection import stratified_subsample
 from toolkit.selection import list_selections, make_selection, selection_from_indices
@@ -37,7 +38,9 @@ def selector_scores(
 
 
 cols = st.columns([2, 2, 1, 3])
+common.restore_choice("emb_color", "color", COLOR_MODES)
 mode = cols[0].selectbox("Colour by", COLOR_MODES, key="emb_color")
+common.set_param("color", None if mode == COLOR_MODES[0] else mode)
 categories = None
 if mode == "class":
     color, categories, color_title = dataset.train_labels, list(dataset.class_names), "class"
@@ -50,21 +53,30 @@ elif mode == "saved selection":
         cols[1].caption("No saved selections yet: draw a lasso and save it, or use the Selectors page.")
         color, categories, color_title = np.zeros(dataset.num_train, np.int16), ["not selected"], "selection"
     else:
+        common.restore_choice("emb_selection", "selection", list(saved))
         chosen = cols[1].selectbox("Selection", list(saved), key="emb_selection")
+        common.set_param("selection", chosen)
         color = np.zeros(dataset.num_train, np.int16)
         color[saved[chosen].indices] = 1
         categories, color_title = ["not selected", "selected"], chosen
 else:
-    method = cols[1].selectbox("Selector", available(), key="emb_selector")
+    selectors = available()
+    method = cols[1].selectbox(
+        "Selector",
+        selectors,
+        # The paper's selector by default: its scores are what it ranks by.
+        index=selectors.index("topk-activation") if "topk-activation" in selectors else 0,
+        key="emb_selector",
+    )
     score_seed = int(cols[2].number_input("Seed", value=0, step=1, key="emb_selector_seed"))
     with common.user_errors():
         color = selector_scores(dataset, emb.fingerprint, method, score_seed, ctx.ws, emb.name)
     color_title = f"{method} score"
 most = min(20_000, dataset.num_train)
+# A step that suits the data set's size: 1,000 on CIFAR-10, 100 on digits' 1,437.
+step = max(1, 10 ** int(np.log10(most)) // 10) if most > 1 else 1
 max_points = (
-    int(cols[3].slider("Points plotted", min(1_000, most), most, most, 1_000, key="emb_max_points"))
-    if most > 1_000
-    else most
+    int(cols[3].slider("Points plotted", step, most, most, step, key="emb_max_points")) if most >= 2 * step else most
 )
 shown = stratified_subsample(dataset.train_labels, max_points, seed=projection.seed)
 st.caption(
@@ -74,24 +86,65 @@ st.caption(
         if len(shown) < dataset.num_train
         else "every sample is plotted. "
     )
-    + "A lasso or box selects among **all** samples, plotted or not (drag on the map; double-click clears)."
+    + "A lasso or box selects among **all** samples, plotted or not (drag on the map; double-click clears); "
+    + "a click on a point opens it in the sample detail below. "
+    + "The selection stays when you recolour the map or plot another sample."
 )
 map_column, grid_column = st.columns([3, 2])
+# The selection is kept per data set and embedding, so it survives a recolour, another plotted
+# sample or a map redrawn for any other reason (the chart's own selection state does not).
+KEPT_KEY = f"emb_kept_selection_{dataset.fingerprint}_{emb.fingerprint}"
+kept = st.session_state.get(KEPT_KEY)
+event_state = (st.session_state.get(MAP_KEY) or {}).get("selection") or {}
+fresh = bool(event_state.get("lasso") or event_state.get("box"))
+# A click on a point (no shape) opens that sample in the detail view below.
+clicked = indices_from_plotly_selection(event_state, coords, shown) if not fresh else np.zeros(0, np.int64)
+if len(clicked) and st.session_state.get("_emb_last_click") != int(clicked[0]):
+    st.session_state["_emb_last_click"] = int(clicked[0])
+    st.session_state["emb_detail_index"] = int(clicked[0])
+# What the map draws: an emptied selection event on the same map is a double-click that clears.
+drawn = repr((mode, color_title, max_points, projection.describe()))
+last = st.session_state.get("_emb_last_event")
+emptied = not fresh and not event_state.get("point_indices") and not event_state.get("points")
+if kept is not None and emptied and last is not None and last == (True, drawn):
+    kept = None
+    st.session_state.pop(KEPT_KEY, None)
+st.session_state["_emb_last_event"] = (fresh, drawn)
+if fresh and (kept is None or kept["state"] != event_state):
+    kept = {
+        "state": event_state,
+        "indices": indices_from_plotly_selection(event_state, coords, shown),
+        "projection": projection.describe(),
+    }
+    st.session_state[KEPT_KEY] = kept
+if kept is not None and kept["projection"] != projection.describe():
+    kept = None  # drawn on another map: its shape means nothing here
 figure = embedding_map(
-    coords, shown, color=color, color_title=color_title, categories=categories, labels=dataset.train_labels
+    coords,
+    shown,
+    color=color,
+    color_title=color_title,
+    categories=categories,
+    labels=dataset.train_labels,
+    class_names=dataset.class_names,
+    selected=None if kept is None or fresh else kept["indices"],
 )
 with map_column:
-    event = st.plotly_chart(figure, key=MAP_KEY, on_select="rerun", selection_mode=("lasso", "box"))
-selection_state = (event or {}).get("selection") or {}
-selected = indices_from_plotly_selection(selection_state, coords, shown)
+    st.plotly_chart(figure, key=MAP_KEY, on_select="rerun", selection_mode=("points", "lasso", "box"))
+    if kept is not None and st.button("Clear the selection", key="emb_clear_selection", icon=":material/close:"):
+        st.session_state.pop(KEPT_KEY, None)
+        st.rerun()
+selection_state = kept["state"] if kept is not None else {}
+selected = kept["indices"] if kept is not None else np.zeros(0, np.int64)
+shape = "box" if selection_state.get("box") and not selection_state.get("lasso") else "lasso"
 
 grid_column.subheader(f"Selected: {len(selected):,} samples")
-with grid_column:
+with grid_column, st.container(key="emb_grid"):
     if len(selected):
         counts = np.bincount(dataset.train_labels[selected], minlength=dataset.num_classes)
         st.caption(" · ".join(f"{name}: {c}" for name, c in zip(dataset.class_names, counts, strict=True) if c))
         with st.form("save_lasso"):
-            name = st.text_input("Selection name", value=f"lasso-{len(selected)}", key="lasso_name")
+            name = st.text_input("Selection name", value=f"{shape}-{len(selected)}", key="lasso_name")
             if st.form_submit_button("Save as a named selection", icon=":material/save:"):
                 with common.user_errors():
                     saved_selection = selection_from_indices(
@@ -121,6 +174,20 @@ with grid_column:
             order = "a class-stratified sample"
         if len(selected) > len(images):
             st.caption(f"Showing {len(images)} of {len(selected):,}: {order}.")
-        common.show_images(images, captions, width=64)
+        common.show_images(images, captions)
     else:
         st.caption("Draw a lasso on the map (or pick box select in its toolbar) to see those samples here.")
+
+st.header("Sample detail")
+common.restore_choice("emb_detail_index", "sample", range(dataset.num_train))
+index = int(
+    st.number_input(
+        "Sample index",
+        0,
+        dataset.num_train - 1,
+        key="emb_detail_index",
+        help="Or click a point on the map.",
+    )
+)
+common.set_param("sample", str(index))
+sample_detail(ctx, emb, index)

@@ -24,7 +24,9 @@ saved = {s.name: s for s in list_selections(dataset, workspace=ctx.workspace)}
 if not saved:
     st.info("No saved selections for this data set yet: save one on the Embeddings or Selectors page.")
     st.stop()
+common.restore_choice("export_selection", "selection", list(saved))
 name = st.selectbox("Selection", list(saved), key="export_selection")
+common.set_param("selection", name)
 selection = saved[name]
 cols = st.columns(3)
 cols[0].metric("Samples", f"{selection.size:,}")

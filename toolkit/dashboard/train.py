@@ -8,6 +8,8 @@ import streamlit as st
 
 from toolkit import jobs
 from toolkit.dashboard import common
+from toolkit.dashboard.common import plural
+from toolkit.results import run_config_key
 from toolkit.runs import RunStore
 from toolkit.selection import list_selections
 from toolkit.train import TrainConfig
@@ -82,27 +84,48 @@ if st.button("Queue runs", type="primary", icon=":material/play_arrow:", disable
         )
     st.session_state["train_curves"] = [run.id for run in runs]  # show the new runs' curves
     st.success(f"Queued {len(runs)} run(s); worker job `{job.id}`.")
+    new_ids = {run.id for run in runs}
+    earlier = {}
+    for other in RunStore(ctx.workspace):
+        if other.id not in new_ids and other.status().get("state") in ("queued", "running", "finished"):
+            key = run_config_key(other)
+            if key is not None:
+                earlier.setdefault(key, other.id)
+    repeats = [(run.id, earlier[key]) for run in runs if (key := run_config_key(run)) in earlier]
+    if repeats:
+        st.warning(
+            f"{plural(len(repeats), 'run')} repeat{'s' if len(repeats) == 1 else ''} a configuration that is already "
+            "queued or finished ("
+            + ", ".join(f"`{new}` = `{old}`" for new, old in repeats[:4])
+            + "); the results count only the latest run of a configuration. Change the seed to add a repeat, or "
+            "cancel the new run below.",
+            icon=":material/content_copy:",
+        )
 
 
 @st.fragment(run_every=2)
 def live_runs() -> None:
     """Progress of active runs, cancel and resume buttons, and live curves (polled)."""
     store = RunStore(ctx.workspace)
-    table = store.table(dataset.key, "train")
+    table = store.table(dataset.key, kind="train")  # embedding runs are followed on the Data page
     if table.empty:
         st.caption("No runs for this data set yet.")
         return
     table = table.sort_values("created", ascending=False)
     active = table[table["status"].isin(ACTIVE)]
     st.subheader(f"{len(active)} active run(s)" if len(active) else "No active runs")
+    ahead = jobs.running_run(ctx.workspace) if (active["status"] == "queued").any() else None
     for row in active.itertuples():
         progress = jobs.run_progress(store.get(row.run_id))
         cols = st.columns([3, 3, 1])
         cols[0].progress(progress.fraction, text=f"`{row.run_id}` · {progress.state} · split {row.split}")
-        accuracy = f"{100 * progress.accuracy:.1f}%" if progress.accuracy is not None else "–"
-        loss = f"{progress.loss:.3f}" if progress.loss is not None else "–"
-        eta = common.format_seconds(progress.eta_s)
-        cols[1].caption(f"step {progress.step:,} · loss {loss} · accuracy {accuracy} · about {eta} left")
+        if progress.state == "queued":
+            cols[1].caption(f"waiting for run `{ahead}`" if ahead else "waiting for its worker to start")
+        else:
+            accuracy = f"{100 * progress.accuracy:.1f}%" if progress.accuracy is not None else "–"
+            loss = f"{progress.loss:.3f}" if progress.loss is not None else "–"
+            eta = common.format_seconds(progress.eta_s)
+            cols[1].caption(f"step {progress.step:,} · loss {loss} · accuracy {accuracy} · about {eta} left")
         if cols[2].button("Cancel", key=f"cancel_{row.run_id}", icon=":material/stop:"):
             jobs.cancel_run(row.run_id, workspace=ctx.workspace)
             st.rerun(scope="fragment")
@@ -132,9 +155,19 @@ def live_runs() -> None:
         default = options[:4]  # the newest runs
     shown = st.multiselect("Curves of", options, default=default, key="train_curves")
     runs = [store.get(run_id) for run_id in shown]
+    waiting = [run.id for run in runs if run.status().get("state") == "queued"]
+    runs = [run for run in runs if run.id not in waiting]  # nothing to draw before a run starts
+    if waiting:
+        st.caption(f"Not started yet, so no curve: {', '.join(f'`{r}`' for r in waiting)}.")
     if runs:
         left, right = st.columns(2)
-        left.plotly_chart(loss_curves(runs, x="step"), key="train_loss_curves")
+        figure = loss_curves(runs, x="step")
+        # Half a page is too narrow for the figure's protocol note: it goes below as text.
+        note = " ".join(a.text.replace("<br>", " ") for a in figure.layout.annotations)
+        figure.layout.annotations = ()  # (update_layout(annotations=[]) leaves them in place)
+        figure.update_layout(margin={"b": 40})
+        left.plotly_chart(figure, key="train_loss_curves")
+        left.caption(note)
         right.plotly_chart(accuracy_curves(runs, title="Test accuracy"), key="train_accuracy_curves")
 
 

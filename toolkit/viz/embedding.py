@@ -54,9 +54,11 @@ def embedding_map(
     color_title: str = "",
     categories: Sequence[str] | None = None,
     labels: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
     title: str | None = None,
     marker_size: float = 4.0,
     height: int = 620,
+    selected: np.ndarray | None = None,
 ) -> go.Figure:
     """The embedding map: one WebGL scatter of the ``shown`` samples.
 
@@ -68,9 +70,12 @@ def embedding_map(
         color_title: colour bar title.
         categories: names of the integer codes in ``color``, for a discrete colour bar.
         labels: class index per sample, shown on hover.
+        class_names: names of the classes: hover shows the name instead of the index.
         title: figure title.
         marker_size: point size in pixels.
         height: figure height in pixels.
+        selected: sample indices drawn as selected (the others dimmed), e.g. a selection
+            kept from before the figure was redrawn.
 
     The trace's ``customdata`` is ``[[sample index, class index]]`` per point (class -1 when
     ``labels`` is not given); the default drag mode is the lasso.
@@ -102,14 +107,24 @@ def embedding_map(
             colorbar={"title": {"text": color_title}, "len": 0.9},
         )
         value_hover = f"<br>{color_title}: %{{marker.color:.3f}}"
+    extra: dict[str, Any] = {}
+    if class_names is not None and labels is not None:
+        names = np.asarray(list(class_names), dtype=object)
+        extra["text"] = names[classes].tolist()
+        class_hover = "%{text}"
+    else:
+        class_hover = "class %{customdata[1]}"
+    if selected is not None:
+        extra["selectedpoints"] = np.flatnonzero(np.isin(shown, selected)).tolist()
     trace = go.Scattergl(
         x=coords[shown, 0].astype(np.float32),
         y=coords[shown, 1].astype(np.float32),
         mode="markers",
         marker=marker,
         customdata=custom,
-        hovertemplate="sample %{customdata[0]}<br>class %{customdata[1]}" + value_hover + "<extra></extra>",
+        hovertemplate="sample %{customdata[0]}<br>" + class_hover + value_hover + "<extra></extra>",
         name="samples",
+        **extra,
     )
     fig = go.Figure(trace)
     fig.update_layout(

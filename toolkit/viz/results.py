@@ -55,13 +55,22 @@ def split_label(split: float) -> str:
     return f"{fast:g}/{100 - fast:g}"
 
 
-def _protocol_note(lines: Sequence[str]) -> dict:
+#: Pixels between the plot area's bottom and a protocol note: room for tick labels and the x-axis title.
+NOTE_OFFSET = 60
+#: Pixels per line of a protocol note (11 px font).
+NOTE_LINE = 15
+
+
+def _protocol_note(lines: Sequence[str], offset: int = NOTE_OFFSET) -> dict:
+    """A footnote a fixed number of pixels below the plot area, whatever the figure's height
+    (a position in paper units drifts into the x-axis title on short figures)."""
     return {
         "text": "<br>".join(lines),
         "xref": "paper",
         "yref": "paper",
         "x": 0,
-        "y": -0.2,
+        "y": 0,
+        "yshift": -offset,
         "xanchor": "left",
         "yanchor": "top",
         "showarrow": False,
@@ -70,9 +79,17 @@ def _protocol_note(lines: Sequence[str]) -> dict:
     }
 
 
-def _counts(values: Iterable[int]) -> str:
+def _note_margin(lines: int, offset: int = NOTE_OFFSET) -> int:
+    """The bottom margin that holds a note of ``lines`` lines below the axis title."""
+    return offset + NOTE_LINE * lines + 15
+
+
+def _counts(values: Iterable[int], word: str) -> str:
+    """``1 seed``, ``3 seeds``, ``2-5 seeds``."""
     unique = sorted({int(v) for v in values})
-    return str(unique[0]) if len(unique) == 1 else f"{unique[0]}-{unique[-1]}"
+    if len(unique) == 1:
+        return f"{unique[0]} {word}" + ("" if unique[0] == 1 else "s")
+    return f"{unique[0]}-{unique[-1]} {word}s"
 
 
 def by_embedding(table: pd.DataFrame) -> pd.DataFrame:
@@ -187,14 +204,14 @@ def accuracy_vs_split(table: pd.DataFrame) -> go.Figure:
         yaxis={"title": "test accuracy (%), averaged weights"},
         template="plotly_white",
         legend={"orientation": "v", "x": 1.02, "y": 1},
-        margin={"b": 150, "r": 260},
+        margin={"b": _note_margin(3), "r": 260},
         annotations=[
             _protocol_note(
                 [
                     f"Protocol: equal steps ({schedules}); subset K = {size_text}; the subset first, then the full "
                     "set.",
                     "Test accuracy of the averaged (EMA) weights; mean ± std over "
-                    f"{_counts(per_point)} seeds per point (n and 95% interval in hover); random baselines as bands.",
+                    f"{_counts(per_point, 'seed')} per point (n and 95% interval in hover); random baselines as bands.",
                     "0/100 is the full-data run, shared by every curve. Points are nudged sideways for legibility.",
                 ]
             )
@@ -269,15 +286,16 @@ def time_budget_bars(table: pd.DataFrame) -> go.Figure:
         template="plotly_white",
         barmode="group",
         scattermode="group",
-        margin={"b": 150},
+        margin={"b": _note_margin(2, 100)},
         annotations=[
             _protocol_note(
-                [
+                offset=100,  # the strategy names may be drawn at an angle
+                lines=[
                     f"Protocol: equal wall-clock. Each run trains for the budget (batch {batches}); the subset "
                     "phase takes split x budget. Time counts training steps only,",
                     "warm-up and evaluation excluded (the same clock as the equal-steps runs). Bars: mean ± std over "
-                    f"{_counts(seeds)} seeds; dots: single runs.",
-                ]
+                    f"{_counts(seeds, 'seed')}; dots: single runs.",
+                ],
             )
         ],
     )
@@ -356,11 +374,12 @@ def loss_curves(
         xaxis={"title": "training time (s), warm-up and evaluation excluded" if x == "wall_time_s" else "step"},
         yaxis={"title": "training loss (mean over the logging interval)"},
         template="plotly_white",
-        margin={"b": 130},
+        margin={"b": _note_margin(2)},
         annotations=[
             _protocol_note(
                 [
-                    f"Protocol: {protocol}; {len(selected)} runs, one line each; a diamond marks the switch "
+                    f"Protocol: {protocol}; {len(selected)} run{'' if len(selected) == 1 else 's'}, one line each; "
+                    "a diamond marks the switch "
                     "from the subset to the full set.",
                     "The loss is on the batches being trained (subset batches in the fast phase), not on "
                     "held-out data.",

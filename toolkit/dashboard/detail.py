@@ -1,0 +1,89 @@
+"""The sample detail view: one training sample large, its class and file, its embedding, its
+nearest neighbours in the embedding, the saved selections that hold it and its per-sample scores.
+
+This is how label errors and near-duplicates are found: a sample whose neighbours are all of
+another class, or neighbours that are the same image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from toolkit.dashboard import common
+from toolkit.embedding import Embedding
+from toolkit.selection import list_selections
+from toolkit.viz.images import upscale
+
+NEIGHBOURS = 12
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _unit_rows(fingerprint: str, _vectors: np.ndarray) -> np.ndarray:
+    """The embedding's rows scaled to unit length (cosine similarity is then a dot product)."""
+    norms = np.linalg.norm(_vectors, axis=1, keepdims=True)
+    return (_vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def nearest_neighbours(emb: Embedding, index: int, count: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+    """The ``count`` training samples most similar to ``index`` (cosine), itself excluded, and their similarity."""
+    unit = _unit_rows(emb.fingerprint, emb.vectors)
+    similarity = unit @ unit[index]
+    similarity[index] = -np.inf
+    count = min(count, len(similarity) - 1)
+    order = np.argpartition(-similarity, count)[:count] if count < len(similarity) else np.arange(len(similarity))
+    order = order[np.argsort(-similarity[order], kind="stable")]
+    return order, similarity[order]
+
+
+def sample_detail(ctx: common.Context, emb: Embedding, index: int) -> None:
+    """Draw the detail view of training sample ``index``."""
+    dataset = ctx.dataset
+    label = int(dataset.train_labels[index])
+    left, right = st.columns([1, 3])
+    with left:
+        st.image(upscale(dataset.train_images[index], 192), width=192)
+    with right:
+        st.markdown(f"**Sample #{index}** · class **{dataset.class_names[label]}** (label {label})")
+        if dataset.train_files is not None:
+            st.caption(f"File: `{dataset.train_files[index]}`")
+        containing = [
+            s.name for s in list_selections(dataset, workspace=ctx.workspace) if bool(np.any(s.indices == index))
+        ]
+        st.caption("In saved selections: " + (", ".join(f"`{name}`" for name in containing) if containing else "none"))
+        scores = emb.sample_scores()
+        if scores:
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        {
+                            "score": name,
+                            "value": float(values[index]),
+                            "percentile": 100.0 * float(np.mean(values <= values[index])),
+                        }
+                        for name, values in scores.items()
+                    ]
+                ),
+                hide_index=True,
+                key="detail_scores",
+            )
+        st.bar_chart(
+            pd.DataFrame({"activation": emb.vectors[index]}),
+            height=140,
+            x_label=f"dimension of {emb.name}",
+            y_label="value",
+        )
+    neighbours, similarity = nearest_neighbours(emb, index)
+    same = int(np.sum(dataset.train_labels[neighbours] == label))
+    st.caption(
+        f"Its {len(neighbours)} nearest neighbours in {emb.name!r} (cosine similarity); {same} of them share its "
+        "class. A sample whose neighbours are mostly of another class may be mislabelled; a similarity near 1 "
+        "may be a duplicate."
+    )
+    images = [upscale(dataset.train_images[j], 64) for j in neighbours]
+    captions = [
+        f"#{j} · {dataset.class_names[int(dataset.train_labels[j])]} · {s:.2f}"
+        for j, s in zip(neighbours, similarity, strict=True)
+    ]
+    common.show_images(images, captions)
