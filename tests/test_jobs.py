@@ -41,11 +41,19 @@ def digits_selection(digits: ImageDataset, digits_embedding: Embedding, session_
 @pytest.fixture(scope="module", autouse=True)
 def umap_job(digits: ImageDataset, digits_embedding: Embedding, session_workspace: Path) -> jobs.Job:
     """A UMAP job started first: numba compiles for a while, in parallel with the other tests."""
-    return jobs.start_projection(digits, "umap", seed=0, params={"n_neighbors": 10}, workspace=session_workspace)
+    return jobs.start_projection(
+        digits,
+        "umap",
+        seed=0,
+        params={"n_neighbors": 10},
+        workspace=session_workspace,
+        embedding=digits_embedding.name,
+    )
 
 
 def test_embedding_run_reports_progress_and_cancels_keeping_a_checkpoint(session_workspace: Path) -> None:
     small = load_dataset("digits", workspace=session_workspace, max_per_class=30)
+    # 400 epochs of 300 images in steps of 32: 3,750 steps, far more than the test waits for
     encoder = get_encoder("autoencoder", epochs=400, batch=32, device="cpu", log_every=2, checkpoint_every=3)
     run, job = jobs.start_embedding(small, encoder, workspace=session_workspace)
     assert job.kind == "train" and job.record["pid"] > 0 and run.config["kind"] == "embed"
@@ -55,7 +63,7 @@ def test_embedding_run_reports_progress_and_cancels_keeping_a_checkpoint(session
     wait_for(lambda: jobs.run_progress(run).step >= 4)
     progress = jobs.run_progress(run)
     assert progress.state == "running" and progress.stage == "training"
-    assert run.config["loop"]["steps"] == 400 * 10 and progress.images_per_s > 0 and progress.loss > 0
+    assert run.config["loop"]["steps"] == 3750 and progress.images_per_s > 0 and progress.loss > 0
     assert progress.eta_s is not None and progress.eta_s > 0
     assert jobs.find_embedding_run(small, "autoencoder", workspace=session_workspace).id == run.id
     assert [r.id for r in jobs.active_embedding_runs(small, workspace=session_workspace)] == [run.id]
@@ -131,7 +139,10 @@ def test_projection_job_computes_and_caches_a_umap(
     np.fill_diagonal(d, np.inf)
     agreement = (digits.train_labels[d.argmin(1)] == digits.train_labels).mean()
     assert agreement > 0.5
-    assert jobs.find_projection_job(digits, "umap", workspace=session_workspace).id == umap_job.id
+    assert (
+        jobs.find_projection_job(digits, "umap", workspace=session_workspace, embedding=digits_embedding.name).id
+        == umap_job.id
+    )
     listed = jobs.list_jobs(session_workspace)
     assert umap_job.id in {job.id for job in listed} and all(job.kind in jobs.JOB_KINDS for job in listed)
 
@@ -139,7 +150,7 @@ def test_projection_job_computes_and_caches_a_umap(
 def test_a_job_killed_hard_reads_lost_not_running(
     digits: ImageDataset, digits_embedding: Embedding, session_workspace: Path
 ) -> None:
-    job = jobs.start_projection(digits, "pca", seed=7, workspace=session_workspace)
+    job = jobs.start_projection(digits, "pca", seed=7, workspace=session_workspace, embedding=digits_embedding.name)
     wait_for(lambda: lock_is_held(job.lock_path))  # the wrapper runs and holds its lock
     assert job.state() == "running"
     os.killpg(job.record["pid"], signal.SIGKILL)  # the wrapper and its command, no chance to clean up

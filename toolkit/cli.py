@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from toolkit.artifacts import json_text
 from toolkit.errors import SampleSiftError, terminate_as_interrupt
 
 if TYPE_CHECKING:
@@ -376,7 +377,7 @@ def cmd_embeddings(args: argparse.Namespace) -> int:
     if args.format == "csv":
         print(table.to_csv(index=False), end="")
     elif args.format == "json":
-        print(table.to_json(orient="records", indent=2, double_precision=15))
+        print(json_text(table.to_dict(orient="records")), end="")
     elif table.empty:
         print(f"data set {dataset.key} has no embedding yet; make one with `samplesift embed --encoder NAME`")
     else:
@@ -547,7 +548,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.format == "csv":
         print(table.to_csv(index=False), end="")
     elif args.format == "json":
-        print(table.to_json(orient="records", indent=2, double_precision=15))
+        print(json_text(table.to_dict(orient="records")), end="")
     elif table.empty:
         print("no runs yet; start one with `samplesift train`")
     else:

@@ -97,6 +97,7 @@ class Embedding:
             "encoder": self.encoder,
             "fingerprint": self.fingerprint,
             "dim": self.dim,
+            "weights_fingerprint": self.manifest.get("weights_fingerprint"),
             "path": str(self.path),
         }
 
