@@ -39,3 +39,17 @@ def test_the_embeddings_table_matches_the_committed_results() -> None:
     rows = [line for line in doc.splitlines() if line.startswith("| ") and not line.startswith("| embedding")]
     expected = [embedding_row(row) for _, row in table.iterrows()]
     assert rows == expected, "docs/embeddings.md's table differs from docs/results/embeddings-cifar10.csv"
+
+
+def test_the_readme_quotes_the_committed_embedding_figures() -> None:
+    if not EMBEDDINGS_CSV.exists():
+        pytest.skip(f"{EMBEDDINGS_CSV.relative_to(REPO)} has not been committed yet")
+    knn = pd.read_csv(EMBEDDINGS_CSV).set_index("name")["knn_accuracy"]
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for name, phrase in (
+        ("contrastive-30min", "contrastive encoder reached {} k-NN"),
+        ("autoencoder", "autoencoder {} after 5 epochs"),
+        ("pixels-pca", "pixels {}"),
+        ("proxy", "proxy {}"),
+    ):
+        assert phrase.format(f"{100 * knn[name]:.1f} %") in " ".join(readme.split()), name
