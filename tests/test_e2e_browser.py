@@ -242,7 +242,12 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
     page.get_by_label("Selection name").fill("browser-lasso")
     page.get_by_role("button", name="Save as a named selection").click()
     page.get_by_text("Saved").first.wait_for(timeout=60_000)
-    saved = {s.name: s for s in list_selections(digits, workspace=session_workspace)}
+    # "Saved" shows once the rerun that writes the manifest has begun; on a loaded machine the file
+    # lands a moment later, so wait for the file itself.
+    deadline = time.monotonic() + 60
+    while "browser-lasso" not in (saved := {s.name: s for s in list_selections(digits, workspace=session_workspace)}):
+        assert time.monotonic() < deadline, f"the lasso selection was never saved; saved: {sorted(saved)}"
+        time.sleep(0.25)
     assert saved["browser-lasso"].size == count
     screenshot(page, shots, "embeddings")
     # Recolouring redraws the map: the selection stays (the page keeps it, not the chart).
