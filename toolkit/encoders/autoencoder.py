@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +14,7 @@ from toolkit.augment import AugmentConfig, augment_batch, center_crop, to_device
 from toolkit.data import ImageDataset
 from toolkit.device import autocast, seeded
 from toolkit.embedding import Embedding
-from toolkit.encoders.base import Encoder, EncoderOutput, TrainingOptions, loop_facts
+from toolkit.encoders.base import Encoder, EncoderOutput, TrainingOptions, embed_after_training
 from toolkit.errors import is_whole, require
 from toolkit.loop import BatchSampler, Task, open_device, run_loop
 from toolkit.models import EMBEDDING_DIM, Autoencoder, embedding_channels_for
@@ -122,20 +121,13 @@ class AutoencoderEncoder(Encoder):
         loop, _ = run_loop(
             task, settings, run, progress=progress, checkpoint=checkpoint, nonfinite_hint="Lower --lr and rerun"
         )
-        run.log({"kind": "stage", "stage": "embedding", "step": loop.state.step})
-        start = time.perf_counter()
-        vectors = embed_images(task.model, dataset.train_images, device=task.device)
-        test_vectors = embed_images(task.model, dataset.test_images, device=task.device) if dataset.num_test else None
-        return EncoderOutput(
-            vectors=vectors,
-            test_vectors=test_vectors,
-            state=task.model.state_dict(),
-            facts={
-                **loop_facts(loop),
-                "embed_time_s": time.perf_counter() - start,
-                "model": task.model.config,
-                "epochs": options.epochs,
-            },
+        return embed_after_training(
+            loop,
+            run,
+            dataset,
+            lambda images: embed_images(task.model, images, device=task.device),
+            model=task.model.config,
+            epochs=options.epochs,
         )
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import math
 import os
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -281,6 +283,26 @@ def loop_facts(loop: TrainingLoop) -> dict[str, Any]:
         # What else the machine was doing: a shared CPU trains slower (1, 5 and 15-minute averages).
         "load_average": [round(v, 2) for v in os.getloadavg()],
     }
+
+
+def embed_after_training(
+    loop: TrainingLoop,
+    run: Run,
+    dataset: ImageDataset,
+    embed: Callable[[np.ndarray], np.ndarray],
+    **facts: Any,
+) -> EncoderOutput:
+    """A trained encoder's output: its rows for the training and test images, its weights and the loop's facts."""
+    run.log({"kind": "stage", "stage": "embedding", "step": loop.state.step})
+    start = time.perf_counter()
+    vectors = embed(dataset.train_images)
+    test_vectors = embed(dataset.test_images) if dataset.num_test else None
+    return EncoderOutput(
+        vectors=vectors,
+        test_vectors=test_vectors,
+        state=loop.task.model.state_dict(),
+        facts={**loop_facts(loop), "embed_time_s": time.perf_counter() - start, **facts},
+    )
 
 
 def _last_step(run: Run) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 from toolkit.augment import ViewConfig, random_resized_views, to_device_images
 from toolkit.data import ImageDataset
 from toolkit.device import autocast, seeded
-from toolkit.encoders.base import Encoder, EncoderOutput, TrainingOptions, loop_facts
+from toolkit.encoders.base import Encoder, EncoderOutput, TrainingOptions, embed_after_training
 from toolkit.errors import is_real, is_whole, require
 from toolkit.loop import BatchSampler, Task, open_device, run_loop
 from toolkit.models import ConvEncoder
@@ -210,19 +209,12 @@ class ContrastiveEncoder(Encoder):
             checkpoint=checkpoint,
             nonfinite_hint="Lower --lr or raise --temperature and rerun",
         )
-        run.log({"kind": "stage", "stage": "embedding", "step": loop.state.step})
-        start = time.perf_counter()
-        vectors = task.embed(dataset.train_images)
-        test_vectors = task.embed(dataset.test_images) if dataset.num_test else None
-        return EncoderOutput(
-            vectors=vectors,
-            test_vectors=test_vectors,
-            state=task.model.state_dict(),
-            facts={
-                **loop_facts(loop),
-                "embed_time_s": time.perf_counter() - start,
-                "model": task.model.config,
-                "epochs": self.options.epochs,
-                "normalisation": {"mean": task.mean.flatten().tolist(), "std": task.std.flatten().tolist()},
-            },
+        return embed_after_training(
+            loop,
+            run,
+            dataset,
+            task.embed,
+            model=task.model.config,
+            epochs=self.options.epochs,
+            normalisation={"mean": task.mean.flatten().tolist(), "std": task.std.flatten().tolist()},
         )
