@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -221,6 +222,7 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
     digits: ImageDataset,
     shots: Path,
     capsys: pytest.CaptureFixture,
+    request: pytest.FixtureRequest,
 ) -> None:
     frames = Frames(page)
     outside: list[str] = []  # the app works offline: nothing is fetched from another host (the favicon was)
@@ -293,7 +295,9 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
     assert not outside, outside[:5]
 
     # The sidebar's embedding picker: a second embedding, chosen there, changes the Dimensions page.
-    get_encoder("pixels-pca", components=32).embed(digits, workspace=session_workspace, progress=False)
+    pixels = get_encoder("pixels-pca", components=32).embed(digits, workspace=session_workspace, progress=False)
+    # The shared workspace's newest embedding is every other test's default: remove this one afterwards.
+    request.addfinalizer(lambda: shutil.rmtree(pixels.path, ignore_errors=True))
     navigate(page, "Dimensions")
     page.locator(".st-key-dim_view button", has_text="Fig. 4").first.click()
     page.locator(".st-key-fig4 .main-svg").first.wait_for(state="attached", timeout=60_000)

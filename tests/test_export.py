@@ -47,7 +47,15 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def topk(digits: ImageDataset, digits_embedding, session_workspace: Path) -> Selection:
     """A real top-k activation selection of digits (scores, picked_by and an embedding record)."""
-    return make_selection(digits, "topk-activation", size=60, seed=3, name="export-topk", workspace=session_workspace)
+    return make_selection(
+        digits,
+        "topk-activation",
+        size=60,
+        seed=3,
+        name="export-topk",
+        workspace=session_workspace,
+        embedding=digits_embedding.name,  # by name: other tests add embeddings to the shared workspace
+    )
 
 
 @pytest.fixture(scope="module")

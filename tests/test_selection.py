@@ -113,7 +113,9 @@ def test_resolve_budget() -> None:
 def test_selection_manifest_records_what_is_needed_to_reproduce_it(
     digits: ImageDataset, digits_embedding: Embedding, session_workspace: Path
 ) -> None:
-    selection = make_selection(digits, "topk-activation", size=216, seed=0, workspace=session_workspace)
+    selection = make_selection(
+        digits, "topk-activation", size=216, seed=0, workspace=session_workspace, embedding=digits_embedding.name
+    )
     m = selection.manifest
     assert (
         selection.path == session_workspace / "datasets" / digits.key / "selections" / "topk-activation-k216-seed0.json"
