@@ -55,6 +55,39 @@ def digits_embedding(digits: ImageDataset, session_workspace: Path) -> Embedding
 
 
 @pytest.fixture(scope="session")
+def gain_runs(digits: ImageDataset, digits_embedding: Embedding, session_workspace: Path) -> list[Path]:
+    """Finished runs that answer "does it beat random?" on digits, in the session workspace.
+
+    Two budgets (K = 50, 100) x two seeds of k-means (balanced) and random-balanced at 100/0, and
+    full data, all evaluated at steps 3, 6 (half-way: the time-to-accuracy target) and 9 and at
+    the end (evaluations fall on log points, hence ``log_every=1``). About 20 s on one core.
+    """
+    from toolkit.selection import make_selection
+    from toolkit.train import TrainConfig, train
+
+    schedule = {"steps": 12, "batch": 32, "evals": 3, "log_every": 1, "device": "cpu"}
+    runs = []
+    for seed in (0, 1):
+        for size in (50, 100):
+            for method, balanced in (("random-balanced", False), ("k-means", True)):
+                selection = make_selection(
+                    digits,
+                    method,
+                    size=size,
+                    balanced=balanced,
+                    seed=seed,
+                    workspace=session_workspace,
+                    embedding=digits_embedding.name,
+                    name=f"gain-{method}-{size}-{seed}",
+                )
+                config = TrainConfig(split=1.0, seed=seed, **schedule)
+                runs.append(train(digits, config, selection=selection, workspace=session_workspace, progress=False))
+        config = TrainConfig(split=0.0, seed=seed, **schedule)
+        runs.append(train(digits, config, workspace=session_workspace, progress=False))
+    return [run.path for run in runs]
+
+
+@pytest.fixture(scope="session")
 def cifar_small(cifar_root: Path, session_workspace: Path) -> ImageDataset:
     """Real CIFAR-10 capped at 100 images per class (1,000 train, 1,000 test)."""
     return load_dataset(str(cifar_root), workspace=session_workspace, max_per_class=100)

@@ -34,12 +34,12 @@ from toolkit.encoders import get_encoder
 from toolkit.export import export_selection
 from toolkit.jobs import cancel_run
 from toolkit.projection import load_or_compute_projection, points_in_polygon, stratified_subsample
-from toolkit.results import results_table
+from toolkit.results import gain_table, paired_differences, results_table, time_to_accuracy
 from toolkit.runs import RunStore
 from toolkit.selection import list_selections, make_selection
 from toolkit.train import TrainConfig, prepare, train
 from toolkit.viz.embedding import heatmap_rows, image_grid_items
-from toolkit.viz.results import accuracy_vs_split, loss_curves, time_budget_bars
+from toolkit.viz.results import accuracy_vs_split, gain_figure, learning_curve_figure, loss_curves, time_budget_bars
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 PAGES = ("data", "embeddings", "dimensions", "selectors", "train", "results", "export")
@@ -92,6 +92,13 @@ def chart(at: AppTest, key: str) -> dict[str, Any]:
     found = [c for c in at.get("plotly_chart") if c.proto.id.endswith(key)]
     assert found, f"no chart {key!r} on the page"
     return json.loads(found[0].proto.spec)
+
+
+def frame(at: AppTest, column: str) -> pd.DataFrame:
+    """The data of the one dataframe on the page with ``column`` (AppTest does not see a dataframe's key)."""
+    found = [d.value for d in at.dataframe if column in d.value.columns]
+    assert len(found) == 1, f"{len(found)} dataframes with a column {column!r} on the page"
+    return found[0]
 
 
 def poll(at: AppTest, condition: Callable[[], bool], timeout: float = 180.0) -> None:
@@ -292,6 +299,27 @@ def test_results_page_draws_the_experiment_figures_from_the_run_store(
     shown = next(d.value for d in at.dataframe if "images_per_s" in d.value.columns)  # the sortable run table
     assert list(shown["run_id"]) == list(table["run_id"])
     np.testing.assert_allclose(shown["test_accuracy"], table["test_accuracy"])
+
+
+def test_results_page_shows_the_gain_over_random_the_learning_curve_and_the_race(
+    workspace: Path, digits: ImageDataset, gain_runs: list[Path]
+) -> None:
+    at = open_app("results")
+    assert_clean(at)
+    table = results_table(workspace, dataset=digits.key)
+    paired = paired_differences(table)
+    assert at.radio(key="results_gain_split").value == 1.0
+    gains = frame(at, "mean_gain")
+    expected = gain_table(paired, split=1.0)
+    assert "autoencoder:k-means+balanced" in set(expected["pair"]) and {"K=50 100/0", "K=100 100/0"} <= set(
+        expected.columns
+    )
+    pd.testing.assert_frame_equal(gains.reset_index(drop=True), expected, check_dtype=False)
+    assert chart(at, "results_gain")["data"] == json.loads(gain_figure(paired, split=1.0).to_json())["data"]
+    curve = json.loads(learning_curve_figure(table, split=1.0).to_json())["data"]
+    assert chart(at, "results_learning_curve")["data"] == curve
+    race = frame(at, "step_ratio")
+    pd.testing.assert_frame_equal(race.reset_index(drop=True), time_to_accuracy(table), check_dtype=False)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 
@@ -53,3 +54,35 @@ def test_the_readme_quotes_the_committed_embedding_figures() -> None:
         ("proxy", "proxy {}"),
     ):
         assert phrase.format(f"{100 * knn[name]:.1f} %") in " ".join(readme.split()), name
+
+
+def _claims():
+    """docs/claims.py, which computes the docs' statements from the committed results."""
+    spec = importlib.util.spec_from_file_location("claims", REPO / "docs" / "claims.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_docs_state_what_the_committed_results_say() -> None:
+    claims = _claims()
+    for doc, statements in claims.STATEMENTS.items():
+        text = " ".join((REPO / doc).read_text(encoding="utf-8").split())
+        for statement in statements:
+            assert statement() in text, f"{doc} does not say, as computed from the data: {statement()}"
+
+
+def test_the_diagnostics_table_matches_its_csv() -> None:
+    table = pd.read_csv(_claims().SELECTOR_DIAGNOSTICS, dtype=str)
+    doc = (REPO / "docs" / "selectors.md").read_text(encoding="utf-8").splitlines()
+    header = next(i for i, line in enumerate(doc) if line.startswith("| selector | test acc. 100/0"))
+    shown = [line for line in doc[header + 2 : header + 2 + len(table) + 1] if line.startswith("| `")]
+    expected = [
+        f"| `{r.selector}` | {r.test_accuracy_pct} | {r.smallest_class} / {r.largest_class} | {r.class_entropy} | "
+        f"{r.coverage_radius} | {r.mean_nearest_distance} | {r.facility_location} | {r.outlier_share} | "
+        f"{r.select_time_s} | {r.peak_rss_mb} |"
+        for r in table.itertuples()
+    ]
+    assert shown == expected, (
+        "docs/selectors.md's diagnostics table differs from docs/results/selectors-diagnostics.csv"
+    )

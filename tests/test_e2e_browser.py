@@ -223,6 +223,7 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
     shots: Path,
     capsys: pytest.CaptureFixture,
     request: pytest.FixtureRequest,
+    gain_runs: list[Path],
 ) -> None:
     frames = Frames(page)
     outside: list[str] = []  # the app works offline: nothing is fetched from another host (the favicon was)
@@ -288,6 +289,11 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
     screenshot(page, shots, "train")
     navigate(page, "Results")
     page.locator(".st-key-results_fig5 .main-svg").first.wait_for(state="attached", timeout=30_000)  # Fig. 5
+    # The gain over random (the first tab): its table, figure and learning curve, from gain_runs' runs.
+    page.get_by_role("tab", name="Gain over random").click()
+    for key in ("results_gain", "results_learning_curve"):
+        page.locator(f".st-key-{key} .main-svg").first.wait_for(state="visible", timeout=30_000)
+    page.get_by_text("autoencoder:k-means+balanced").first.wait_for(state="attached", timeout=30_000)
     screenshot(page, shots, "results")
     navigate(page, "Export")
     screenshot(page, shots, "export")

@@ -40,7 +40,7 @@ import pytest
 import torch
 from PIL import Image
 
-from toolkit.artifacts import _process_umask, atomic_directory, atomic_write_json, exclusive_lock
+from toolkit.artifacts import _process_umask, atomic_directory, atomic_write_json, exclusive_lock, pid_alive
 from toolkit.data import load_dataset
 from toolkit.encoders import get_encoder
 from toolkit.errors import NonFiniteLossError, SampleSiftError
@@ -313,6 +313,32 @@ def test_sigterm_marks_a_run_interrupted_and_it_resumes(launcher: Launcher, tmp_
 
 
 # --------------------------------------------------------------------------- sweeps
+
+
+def test_terminate_a_sweep_and_nothing_more_runs(launcher: Launcher, tmp_path: Path) -> None:
+    """SIGTERM to a two-worker sweep: it exits 130, its two running runs record ``interrupted``,
+    its workers are gone, and the runs it had not started stay queued (its workers used to go on
+    with the runs already handed to them)."""
+    ws = tmp_path / "ws"
+    sweep_args = ["sweep", "--data", "digits", "--selectors", "random", "--sizes", "50", "--splits", "0.5"]
+    sweep_args += ["--seeds", "0,1,2,3,4,5", "--steps", "400", "--batch", "16", "--no-png"]
+    sweep_args += ["--out", str(tmp_path / "out"), "--workers", "2", "--threads", "1", "--device", "cpu"]
+    sweep = launcher.start(*sweep_args, workspace=ws, quiet=False)
+
+    def two_running() -> list[Run] | None:
+        running = [run for run in RunStore(ws) if run.status().get("state") == "running"]
+        return running if len(running) == 2 and all(last_logged_step(r.path) >= 10 for r in running) else None
+
+    started = wait_until(two_running, sweep, "two sweep runs at step 10")
+    workers = [int(run.status()["pid"]) for run in started]
+    interrupt(sweep, signal.SIGTERM)
+    assert sweep.returncode == 130
+    time.sleep(3)  # time for a worker that wrongly survived to start another run
+    assert not [pid for pid in workers if pid_alive(pid)], "the sweep's workers outlived it"
+    states = {run.id: run.status()["state"] for run in RunStore(ws)}
+    assert [states[run.id] for run in started] == ["interrupted", "interrupted"]
+    others = [state for run_id, state in states.items() if run_id not in {run.id for run in started}]
+    assert others and set(others) == {"queued"}, states
 
 
 def test_kill_a_sweep_worker_then_resume_the_sweep(launcher: Launcher, tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """Paired statistics of the results table (toolkit.results), on hand-computed numbers: paired
-differences, the best pair, learning curves, the gain table, a selection's measured gain, and the
-figures drawn from them (toolkit.viz.results)."""
+differences, the best pair, learning curves, the gain table, a selection's measured gain, the
+time-to-accuracy race, and the figures drawn from them (toolkit.viz.results)."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from toolkit.results import (
     mean_interval,
     paired_differences,
     selection_gain,
+    time_to_accuracy,
     write_table,
 )
 from toolkit.viz.results import gain_figure, learning_curve_figure
@@ -236,3 +238,48 @@ def test_selection_gain_pairs_a_selection_runs_with_the_baseline() -> None:
     alone = gain.iloc[1]
     assert alone["runs"] == 1 and alone["n"] == 0 and math.isnan(alone["mean_diff"])
     assert selection_gain(table, "other").empty
+
+
+#: Test accuracy at evaluations every 100 of 400 steps, per (selector, seed): the full-data runs reach
+#: 0.5 at step 200 (their half-way point), so 0.5 is the target every run races to.
+CURVES = {
+    (FULL_DATA, 0): [0.30, 0.50, 0.60, 0.70],
+    (FULL_DATA, 1): [0.30, 0.50, 0.62, 0.72],
+    ("topk", 0): [0.50, 0.60, 0.60, 0.65],  # reaches it at step 100
+    ("topk", 1): [0.40, 0.55, 0.60, 0.65],  # at 200
+    ("random", 0): [0.20, 0.30, 0.40, 0.45],  # never
+    ("random", 1): [0.20, 0.30, 0.45, 0.50],  # at 400
+}
+
+
+def _raced_table(folder: Path, *, evaluated: bool = True) -> pd.DataFrame:
+    rows = []
+    for (selector, seed), accuracies in CURVES.items():
+        run = folder / f"{selector}-{seed}"
+        run.mkdir()
+        records = [
+            {"kind": "eval", "step": 100 * (i + 1), "test_accuracy": a, "wall_time_s": 10.0 * (i + 1)}
+            for i, a in enumerate(accuracies)
+        ]
+        records = records if evaluated else records[-1:]  # only the final evaluation
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        rows.append(
+            {**_row(selector, seed, accuracies[-1], split=0.0 if selector == FULL_DATA else 1.0), "path": str(run)}
+        )
+    return _table(rows)
+
+
+def test_time_to_accuracy_races_every_configuration_to_the_full_data_half_way_accuracy(tmp_path: Path) -> None:
+    race = time_to_accuracy(_raced_table(tmp_path)).set_index("series")
+    assert race["target"].tolist() == pytest.approx([0.5] * 3)
+    assert race.loc[FULL_DATA, "mean_steps"] == 200 and race.loc[FULL_DATA, "step_ratio"] == 1.0
+    topk = race.loc["topk"]
+    assert topk["reached"] == 2 and topk["mean_steps"] == 150 and topk["step_ratio"] == pytest.approx(0.75)
+    random = race.loc["random"]
+    assert random["runs"] == 2 and random["reached"] == 1 and random["mean_steps"] == 400
+    assert list(race.index) == ["topk", FULL_DATA, "random"]  # the fastest first
+
+
+def test_time_to_accuracy_says_what_is_missing_without_evaluations(tmp_path: Path) -> None:
+    with pytest.raises(SampleSiftError, match="with --evals"):
+        time_to_accuracy(_raced_table(tmp_path, evaluated=False))

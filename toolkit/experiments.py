@@ -68,6 +68,7 @@ from toolkit.results import (
     run_config_key,
     selector_label,
     summarize,
+    time_to_accuracy,
     write_table,
 )
 from toolkit.runs import Run, RunStore
@@ -841,6 +842,20 @@ def execute_task(task: RunTask, threads: int | None = None) -> TaskOutcome:
     return TaskOutcome(task.run_id, task.label, "finished", None, time.perf_counter() - start)
 
 
+def _execute_in_worker(task: RunTask, threads: int | None = None) -> TaskOutcome:
+    """:func:`execute_task` in a pool worker, where an interrupt (the sweep stopping) ends the process.
+
+    ``concurrent.futures`` keeps a worker alive after any exception its task raises, so a
+    terminated worker would record its run ``interrupted`` and then start the runs already
+    handed to it: a stopped sweep went on training. The run's status and checkpoint are
+    written before the interrupt reaches here.
+    """
+    try:
+        return execute_task(task, threads)
+    except KeyboardInterrupt:
+        os._exit(130)
+
+
 OnDone = Callable[[TaskOutcome], None]
 
 
@@ -887,7 +902,7 @@ class LocalExecutor:
             min(self.workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
         )
         try:
-            futures = {pool.submit(execute_task, task, threads): task for task in tasks}
+            futures = {pool.submit(_execute_in_worker, task, threads): task for task in tasks}
             for future in as_completed(futures):
                 try:
                     outcome = future.result()
@@ -1051,7 +1066,9 @@ def write_outputs(result: SweepResult, folder: str | Path, *, png: bool = True) 
     Tables: ``results`` (one row per run), ``summary`` (per cell, over seeds), ``paired``
     (:func:`~toolkit.results.paired_differences` against random-balanced: per embedding, K,
     split and schedule, the mean paired difference with its 95% interval) and ``gain``
-    (:func:`~toolkit.results.gain_table`: the same, one row per pair), each as CSV and Parquet.
+    (:func:`~toolkit.results.gain_table`: the same, one row per pair) and ``time_to_accuracy``
+    (:func:`~toolkit.results.time_to_accuracy`: steps to the full-data run's half-way accuracy,
+    when the runs were evaluated along the way), each as CSV and Parquet.
 
     Figures: Fig. 5 (accuracy vs split) and Fig. 7b (training loss vs step of the first
     seed's runs at 0/100 and 100/0) from the equal-steps runs, Fig. 6 (fixed time budget) and
@@ -1084,6 +1101,8 @@ def write_outputs(result: SweepResult, folder: str | Path, *, png: bool = True) 
         written += write_table(gain_table(paired), folder, stem="gain")
         if ((paired["n"] > 0) & (paired["protocol"] == EQUAL_STEPS)).any():
             figures["gain_over_random"] = gain_figure(paired, split=None)
+    with contextlib.suppress(SampleSiftError):  # no full-data run evaluated half-way: no race to report
+        written += write_table(time_to_accuracy(table), folder, stem="time_to_accuracy")
     stepped = table[table["protocol"] == EQUAL_STEPS]
     if not stepped.empty:
         figures["fig5_accuracy_vs_split"] = accuracy_vs_split(table)

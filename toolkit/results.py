@@ -10,7 +10,8 @@ Statistics: :func:`summarize` gives n, mean, standard deviation and a 95% Studen
 interval over seeds for every cell; :func:`paired_differences` pairs each selector's runs
 with a baseline's (random, by default) by seed and gives the interval of the mean paired
 difference; :func:`time_to_target` reads each run's evaluations for the steps and seconds
-it took to reach a target accuracy.
+it took to reach a target accuracy, and :func:`time_to_accuracy` races every configuration to
+what the full-data run reaches half-way (the paper's "faster training" claim).
 """
 
 from __future__ import annotations
@@ -402,6 +403,76 @@ def time_to_target(table: pd.DataFrame, target: float) -> pd.DataFrame:
     if not frame.empty:
         frame["steps_to_target"] = frame["steps_to_target"].astype("Int64")
     return frame
+
+
+#: Columns of :func:`time_to_accuracy`.
+SPEED_COLUMNS = ["series", "selector", "embedding", "size", "split", "steps_planned", "batch", "target", "runs"]
+SPEED_COLUMNS += ["reached", "mean_steps", "full_data_steps", "step_ratio", "seeds"]
+
+
+def _accuracy_at(run_path: str, step: float) -> float:
+    """A run's test accuracy at its last evaluation at or before ``step`` (NaN when it has none)."""
+    evals = Run(run_path).metrics("eval")
+    if evals.empty:
+        return math.nan
+    before = evals[evals["step"] <= step]
+    return float(before["test_accuracy"].iloc[-1]) if len(before) else math.nan
+
+
+def time_to_accuracy(table: pd.DataFrame, fraction: float = 0.5) -> pd.DataFrame:
+    """The paper's "faster training" view: the steps each configuration needs to reach a full-data target.
+
+    Per equal-steps schedule (planned steps and batch) with finished full-data runs, the
+    target is the full-data runs' mean test accuracy ``fraction`` of the way through (their
+    last evaluation at or before that step; half-way by default). Every run of the schedule
+    is then read for the first evaluation at or above the target (:func:`time_to_target`),
+    and each series (selector, embedding, K, split) gets: its runs, how many ``reached``
+    the target, the ``mean_steps`` of those that did, and ``step_ratio``, that mean over the
+    full-data runs' own mean steps to the target (below 1: subset first got there sooner
+    than training on everything). Resolution is the spacing of the evaluations, so runs need
+    ``--evals`` (the cpu-converged final grid evaluates every 250 steps).
+
+    Raises :class:`SampleSiftError` naming what is missing when no schedule has full-data
+    runs evaluated by the target step. Columns :data:`SPEED_COLUMNS`.
+    """
+    require(0 < fraction <= 1, f"fraction is the share of the full-data run's steps, in (0, 1]; got {fraction}")
+    rows = table[(table["protocol"] == EQUAL_STEPS) & table["steps_planned"].notna()]
+    out = []
+    for (steps, batch), schedule in rows.groupby(["steps_planned", "batch"], sort=True):
+        full = schedule[schedule["selector"] == FULL_DATA]
+        at = [_accuracy_at(path, fraction * float(steps)) for path in full["path"]]
+        if not np.isfinite(at).any():
+            continue
+        target = float(np.nanmean(at))
+        reached = time_to_target(schedule, target)
+        full_steps = reached.loc[reached["selector"] == FULL_DATA, "steps_to_target"].astype("float64").mean()
+        keys = ["selector", "embedding", "size", "split"]
+        for cell, group in reached.groupby(keys, dropna=False, sort=True):
+            took = group["steps_to_target"].astype("float64")
+            mean_steps = float(took.mean()) if took.notna().any() else math.nan
+            out.append(
+                {
+                    "series": pair_label(cell[0], cell[1]),
+                    **dict(zip(keys, cell, strict=True)),
+                    "steps_planned": steps,
+                    "batch": batch,
+                    "target": target,
+                    "runs": len(group),
+                    "reached": int(took.notna().sum()),
+                    "mean_steps": mean_steps,
+                    "full_data_steps": float(full_steps),
+                    "step_ratio": mean_steps / full_steps if full_steps > 0 else math.nan,
+                    "seeds": ",".join(str(s) for s in sorted(group["seed"])),
+                }
+            )
+    require(
+        bool(out),
+        f"no full-data run with an evaluation {100 * fraction:g}% of the way through its steps, so there is no "
+        "target to race to: run the full-data configuration (split 0) with --evals, next to the subset runs",
+    )
+    frame = pd.DataFrame(out, columns=SPEED_COLUMNS)
+    frame["size"] = frame["size"].astype("Int64")
+    return frame.sort_values(["steps_planned", "batch", "step_ratio"], kind="stable").reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- does it beat random?
