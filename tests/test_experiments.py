@@ -6,6 +6,7 @@ and the Ray test skips with the reason when Ray is not installed.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -703,3 +704,26 @@ def test_sweeps_without_an_embedding_axis_name_their_selections_as_before(
         recipe["embedding"] = fingerprint if run.method == "topk-activation" else None
         digest = fingerprint_bytes(json.dumps(recipe, sort_keys=True))[:8]
         assert run.selection_name == f"{run.method}-k100-seed0-{digest}"  # the formula before the embedding axis
+
+
+def test_a_report_writes_the_finished_runs_and_says_what_is_missing(
+    embedding_sweep: SweepResult, two_embeddings: tuple[Path, ImageDataset], tmp_path: Path
+) -> None:
+    from toolkit.experiments import report_sweep, write_outputs
+
+    workspace, _ = two_embeddings
+    done = report_sweep(embedding_spec(), workspace=workspace)
+    assert set(done.table["run_id"]) == set(embedding_sweep.table["run_id"]) and not done.outcomes
+    write_outputs(done, tmp_path / "done", png=False)
+    assert json.loads((tmp_path / "done" / "progress.json").read_text())["partial"] is False
+    # A third seed planned, nothing run: the report holds the 8 finished runs and names the 4 missing.
+    spec = embedding_spec()
+    spec = replace(spec, grids=(replace(spec.grids[0], seeds=(0, 1, 2)),))
+    partial = report_sweep(spec, workspace=workspace)
+    assert len(partial.table) == 8 and len(partial.plan.entries) == 12
+    write_outputs(partial, tmp_path / "partial", png=False)
+    progress = json.loads((tmp_path / "partial" / "progress.json").read_text())
+    assert progress["partial"] is True and (progress["planned"], progress["finished"]) == (12, 8)
+    assert len(progress["missing"]) == 4 and all("seed 2" in line for line in progress["missing"])
+    assert len(pd.read_csv(tmp_path / "partial" / "results.csv")) == 8
+    assert not [r for r in RunStore(workspace) if r.status().get("state") == "queued"]  # nothing was queued

@@ -292,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", required=True, help="folder for results.csv/.parquet, summary and figures")
     sweep.add_argument("--no-png", action="store_true", help="write figures as HTML only")
     sweep.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    sweep.add_argument(
+        "--report",
+        action="store_true",
+        help="run nothing: write the outputs of the runs finished so far (progress.json says what is missing)",
+    )
 
     recon = commands.add_parser("reconstruct", help="write inputs, embeddings and reconstructions as a PNG (Fig. 4)")
     _common(recon)
@@ -607,7 +612,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from toolkit.experiments import build_sweep, plan_sweep, run_sweep, sweep_executor, write_outputs
+    from toolkit.experiments import build_sweep, plan_sweep, report_sweep, run_sweep, sweep_executor, write_outputs
 
     spec = build_sweep(
         preset=args.preset,
@@ -644,6 +649,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"skipped   {skipped.describe()}")
         print(plan.describe())
         print("per grid: " + ", ".join(f"{grid} {count}" for grid, count in plan.per_grid().items()))
+        return 0
+    if args.report:
+        result = report_sweep(spec, workspace=args.workspace)
+        written = write_outputs(result, args.out, png=not args.no_png)
+        names = ", ".join(path.name for path in written)
+        partial = ": partial, see progress.json" if len(result.table) < len(result.plan.entries) else ""
+        print(
+            f"{result.plan.describe()}\nwrote the {len(result.table)} finished run(s) ({names}) to {args.out}{partial}"
+        )
         return 0
     executor = sweep_executor(
         args.executor,

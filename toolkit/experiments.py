@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -1057,6 +1058,22 @@ def run_sweep(
     return SweepResult(spec, plan, outcomes, table, time.perf_counter() - start)
 
 
+def report_sweep(spec: SweepSpec, *, workspace: Workspace | str | Path | None = None) -> SweepResult:
+    """A sweep's results so far, without running anything: the table of its finished runs.
+
+    For committing partial results of a long sweep while it runs (or between sessions):
+    :func:`write_outputs` then writes ``progress.json`` saying how many of the planned runs
+    the table holds, and which are missing.
+    """
+    ws = as_workspace(workspace)
+    start = time.perf_counter()
+    plan = plan_sweep(spec, workspace=ws)
+    ids = {entry.run_id for entry in plan.entries if entry.state == "finished"}
+    table = results_table(ws, plan.dataset.key)
+    table = table[table["run_id"].isin(ids)].reset_index(drop=True)
+    return SweepResult(spec, plan, [], table, time.perf_counter() - start)
+
+
 # --------------------------------------------------------------------------- outputs
 
 
@@ -1069,6 +1086,9 @@ def write_outputs(result: SweepResult, folder: str | Path, *, png: bool = True) 
     (:func:`~toolkit.results.gain_table`: the same, one row per pair) and ``time_to_accuracy``
     (:func:`~toolkit.results.time_to_accuracy`: steps to the full-data run's half-way accuracy,
     when the runs were evaluated along the way), each as CSV and Parquet.
+
+    ``progress.json`` says how many planned runs the table holds (``partial`` when some are
+    missing, as after ``--report`` on a sweep still running), and lists the missing ones.
 
     Figures: Fig. 5 (accuracy vs split) and Fig. 7b (training loss vs step of the first
     seed's runs at 0/100 and 100/0) from the equal-steps runs, Fig. 6 (fixed time budget) and
@@ -1088,6 +1108,16 @@ def write_outputs(result: SweepResult, folder: str | Path, *, png: bool = True) 
     folder = Path(folder)
     table = result.table
     written = write_table(table, folder)
+    finished = set(table["run_id"])
+    missing = [entry.run.describe() for entry in result.plan.entries if entry.run_id not in finished]
+    progress = {
+        "planned": len(result.plan.entries),
+        "finished": len(result.plan.entries) - len(missing),
+        "partial": bool(missing),
+        "missing": missing,
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    written.append(atomic_write_json(folder / "progress.json", progress))
     written += write_table(summarize(table), folder, stem="summary")
     written.append(atomic_write_json(folder / "spec.json", result.spec.to_dict()))
     figures = {}
