@@ -29,6 +29,7 @@ from streamlit.testing.v1 import AppTest
 from torchvision.datasets import ImageFolder
 
 from toolkit.data import ImageDataset
+from toolkit.diagnostics import jaccard
 from toolkit.embedding import Embedding, embedding_table, list_embeddings
 from toolkit.encoders import get_encoder
 from toolkit.export import export_selection
@@ -36,7 +37,7 @@ from toolkit.jobs import cancel_run
 from toolkit.projection import load_or_compute_projection, points_in_polygon, stratified_subsample
 from toolkit.results import results_table
 from toolkit.runs import RunStore
-from toolkit.selection import list_selections, make_selection
+from toolkit.selection import compare_diagnostics, list_selections, make_selection
 from toolkit.train import TrainConfig, prepare, train
 from toolkit.viz.embedding import heatmap_rows, image_grid_items
 from toolkit.viz.results import accuracy_vs_split, loss_curves, time_budget_bars
@@ -207,12 +208,11 @@ def test_selectors_compare_and_refuse_a_budget_larger_than_the_data_set(
     at.number_input(key="sel_k").set_value(100)
     at.button[0].click().run()
     assert_clean(at)
-    expected = {
-        m: make_selection(
-            digits, m, size=100, seed=0, save=False, workspace=workspace, embedding=digits_embedding.name
-        ).indices
+    made = [
+        make_selection(digits, m, size=100, seed=0, save=False, workspace=workspace, embedding=digits_embedding.name)
         for m in ("random", "topk-activation")
-    }
+    ]
+    expected = {s.method: s.indices for s in made}
     overlay = chart(at, "sel_overlay")["data"]
     assert len(overlay) == 3  # all samples, then one trace per selection
     for trace, method in zip(overlay[1:], expected, strict=True):
@@ -222,6 +222,14 @@ def test_selectors_compare_and_refuse_a_budget_larger_than_the_data_set(
         np.testing.assert_array_equal(
             decode(trace["y"]), np.bincount(digits.train_labels[expected[method]], minlength=10)
         )
+    # What `samplesift compare` prints: coverage radius, facility location, class entropy, outlier share, Jaccard.
+    comparison = compare_diagnostics(digits, made, digits_embedding)
+    diagnostics = next(d.value for d in at.dataframe if "coverage_radius" in d.value.columns)
+    assert {"coverage_radius", "facility_location", "class_entropy", "outlier_share"} <= set(diagnostics.columns)
+    pd.testing.assert_frame_equal(diagnostics, comparison.table, check_dtype=False)
+    overlap = next(d.value for d in at.dataframe if list(d.value.columns) == [s.name for s in made])
+    pd.testing.assert_frame_equal(overlap, comparison.overlap, check_dtype=False)
+    assert overlap.iloc[0, 1] == pytest.approx(jaccard(expected["random"], expected["topk-activation"]))
     at.number_input(key="sel_k").set_value(digits.num_train + 1)
     at.button[0].click().run()
     assert not at.exception

@@ -5,8 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from toolkit.dashboard import common
+from toolkit.diagnostics import DEFAULT_OUTLIER_QUANTILE, DEFAULT_TAIL
 from toolkit.projection import stratified_subsample
-from toolkit.selection import make_selection
+from toolkit.selection import compare_diagnostics, make_selection
 from toolkit.selectors import available, get_selector
 from toolkit.viz.embedding import class_histogram, image_grid_items, selection_overlay_map
 
@@ -54,7 +55,9 @@ if st.button("Run selectors", type="primary", icon=":material/play_arrow:", disa
                 embedding=ctx.embedding,
             )
         results[selection.name] = selection
-    st.session_state[RESULTS_KEY] = {"dataset": dataset.fingerprint, "selections": results}
+    with common.user_errors(), st.spinner("Measuring coverage…"):
+        comparison = compare_diagnostics(dataset, list(results.values()), emb)
+    st.session_state[RESULTS_KEY] = {"dataset": dataset.fingerprint, "selections": results, "comparison": comparison}
 
 state = st.session_state.get(RESULTS_KEY)
 if not state or state["dataset"] != dataset.fingerprint:
@@ -80,6 +83,39 @@ summary = pd.DataFrame(
     ]
 )
 st.dataframe(summary, hide_index=True, key="sel_summary")
+
+# What `samplesift compare` prints, from the same toolkit call (measured on the sidebar's embedding).
+comparison = state["comparison"]
+st.subheader("Coverage")
+st.caption(
+    f"Measured on embedding {comparison.embedding['name']!r}. Coverage radius: the largest distance from a "
+    "sample to its nearest selected one (lower: no region left far from the subset). Facility location: the "
+    "mean similarity of a sample to its nearest selected one (1: every sample has a selected twin). Class "
+    f"entropy: 1 when the classes are evenly represented. Tail: the top {100 * DEFAULT_TAIL:g}% of each "
+    f"dimension. Outlier share: the share of the selection among the {100 * (1 - DEFAULT_OUTLIER_QUANTILE):g}% "
+    f"most outlying samples (random picks about {100 * (1 - DEFAULT_OUTLIER_QUANTILE):g}%)."
+)
+st.dataframe(
+    comparison.table,
+    key="sel_diagnostics",
+    column_config={
+        "selected_on": "selected on",
+        "coverage_radius": st.column_config.NumberColumn("coverage radius", format="%.4g"),
+        "mean_nearest_distance": st.column_config.NumberColumn("mean nearest distance", format="%.4g"),
+        "facility_location": st.column_config.NumberColumn("facility location", format="%.3f"),
+        "class_entropy": st.column_config.NumberColumn("class entropy", format="%.3f"),
+        "tail_dims_covered": st.column_config.NumberColumn("dimensions with a tail sample", format="percent"),
+        "tail_share_mean": st.column_config.NumberColumn("tail share", format="percent"),
+        "outlier_share": st.column_config.NumberColumn("outlier share", format="percent"),
+    },
+)
+if len(comparison.overlap) > 1:
+    st.caption("Pairwise overlap (Jaccard: shared samples over all samples of the two).")
+    st.dataframe(
+        comparison.overlap,
+        key="sel_overlap",
+        column_config={name: st.column_config.NumberColumn(format="%.3f") for name in comparison.overlap.columns},
+    )
 
 left, right = st.columns(2)
 with left:
