@@ -767,3 +767,81 @@ def test_a_click_on_the_map_opens_the_sample_detail(
     np.testing.assert_allclose(values, similarity[expected], rtol=1e-5)
     grid = at.image[-1]
     assert [c.split(" · ")[0] for c in grid.captions] == [f"#{j}" for j in found]
+
+
+def served_image_side(managers: list[MediaFileManager], url: str) -> int:
+    """The pixel width of an image the page served (read back from the media file manager)."""
+    from PIL import Image
+
+    served = managers[-1].read_file(url.rsplit("/", 1)[1].split("?")[0])
+    assert served is not None
+    return Image.open(io.BytesIO(served.content)).size[0]
+
+
+def test_an_image_in_any_grid_opens_the_sample_detail_at_the_chosen_size(
+    workspace: Path, digits: ImageDataset, digits_embedding: Embedding, media_managers: list[MediaFileManager]
+) -> None:
+    from toolkit.dashboard.detail import nearest_neighbours
+
+    def detail_of(at: AppTest) -> list[str]:
+        return [m.value for m in at.markdown if m.value.startswith("**Sample #")]
+
+    # The Data page's sample grid: no detail until an image is picked, then that image's.
+    at = open_app()
+    assert_clean(at)
+    assert not detail_of(at)
+    picker = at.selectbox(key="data_grid_open")
+    grid = next(image for image in at.image if image.captions and image.captions[0].startswith("#"))
+    assert picker.options == grid.captions  # the picker lists the grid's images, captioned alike
+    sample = int(grid.captions[5].split(" · ")[0][1:])
+    picker.set_value(5).run()
+    assert_clean(at)
+    assert at.number_input(key="data_detail_index").value == sample
+    assert detail_of(at)[0].startswith(
+        f"**Sample #{sample}** · class **{digits.class_names[digits.train_labels[sample]]}**"
+    )
+    assert at.query_params["sample"] == str(sample)
+    assert at.selectbox(key="data_grid_open").value is None  # ready for the next pick
+
+    # A neighbour in the detail opens in its place; Close hides the detail.
+    neighbours, _ = nearest_neighbours(digits_embedding, sample)
+    at.selectbox(key="detail_neighbours_open").set_value(0).run()
+    assert at.number_input(key="data_detail_index").value == int(neighbours[0])
+    at.button(key="data_detail_close").click().run()
+    assert_clean(at)
+    assert not detail_of(at) and "sample" not in at.query_params
+
+    # The sidebar's image size: every grid's images are drawn that large, and the URL keeps it.
+    assert served_image_side(media_managers, grid.value[0]) == 64
+    at.radio(key="thumb_size").set_value(128).run()
+    assert_clean(at)
+    grid = next(image for image in at.image if image.captions and image.captions[0].startswith("#"))
+    assert served_image_side(media_managers, grid.value[0]) == 128
+    assert at.query_params["thumbs"] == "128"
+
+    # The Selectors page's grids (one per selector) open theirs too.
+    at.switch_page("toolkit/dashboard/selectors.py").run()
+    at.multiselect(key="sel_methods").set_value(["topk-activation"])
+    at.number_input(key="sel_k").set_value(40)
+    at.button[0].click().run()
+    assert_clean(at)
+    selection = make_selection(
+        digits, "topk-activation", size=40, save=False, workspace=workspace, embedding=digits_embedding.name
+    )
+    _, _, shown = image_grid_items(digits, selection.indices, scores=selection.scores, limit=48)
+    at.selectbox(key=f"sel_grid_open_{selection.name}").set_value(2).run()
+    assert_clean(at)
+    assert at.number_input(key="sel_detail_index").value == int(shown[2])
+    assert detail_of(at)[0].startswith(f"**Sample #{shown[2]}**")
+
+    # And on the Embeddings page, the selection's grid opens one in the page's detail.
+    at.switch_page("toolkit/dashboard/embeddings.py").run()
+    coords = load_or_compute_projection(digits_embedding, "pca", workspace=workspace).coords
+    (x0, y0), (x1, y1) = coords.min(0), np.median(coords, 0)
+    box = {"xref": "x", "yref": "y", "x": [x0, x1], "y": [y0, y1]}
+    at.session_state["embedding_map"] = {"selection": {"points": [], "point_indices": [], "box": [box], "lasso": []}}
+    at.run()
+    label = at.selectbox(key="emb_grid_open").options[1]
+    at.selectbox(key="emb_grid_open").set_value(1).run()
+    assert_clean(at)
+    assert at.number_input(key="emb_detail_index").value == int(label.split(" · ")[0][1:])

@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from toolkit.dashboard import common
-from toolkit.dashboard.detail import sample_detail
+from toolkit.dashboard.detail import detail_section
 from toolkit.data import ImageDataset
 from toolkit.projection import stratified_subsample
 from toolkit.selection import list_selections, make_selection, selection_from_indices
@@ -164,30 +164,19 @@ with grid_column, st.container(key="emb_grid"):
                 st.success(
                     f"Saved {saved_selection.size:,} samples as {saved_selection.name!r}: `{saved_selection.path}`"
                 )
+        size = common.thumbnail_size()
         if categories is None:  # numeric colours: show the highest values first
             values = np.asarray(color)[selected]
-            images, captions, _ = image_grid_items(dataset, selected, scores=values, limit=GRID_SIZE)
+            images, captions, in_grid = image_grid_items(dataset, selected, scores=values, limit=GRID_SIZE, size=size)
             order = f"the highest {color_title} first"
         else:  # otherwise a class-stratified sample of the selection
             sample = selected[stratified_subsample(dataset.train_labels[selected], GRID_SIZE, seed=0)]
-            images, captions, _ = image_grid_items(dataset, sample, limit=None)
+            images, captions, in_grid = image_grid_items(dataset, sample, limit=None, size=size)
             order = "a class-stratified sample"
         if len(selected) > len(images):
             st.caption(f"Showing {len(images)} of {len(selected):,}: {order}.")
-        common.show_images(images, captions)
+        common.show_images(images, captions, shown=in_grid, key="emb_grid_open", open_in="emb_detail_index")
     else:
         st.caption("Draw a lasso on the map (or pick box select in its toolbar) to see those samples here.")
 
-st.header("Sample detail")
-common.restore_choice("emb_detail_index", "sample", range(dataset.num_train))
-index = int(
-    st.number_input(
-        "Sample index",
-        0,
-        dataset.num_train - 1,
-        key="emb_detail_index",
-        help="Or click a point on the map.",
-    )
-)
-common.set_param("sample", str(index))
-sample_detail(ctx, emb, index)
+detail_section(ctx, emb, "emb", always=True)

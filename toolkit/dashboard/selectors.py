@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from toolkit.dashboard import common
+from toolkit.dashboard.detail import detail_section
 from toolkit.diagnostics import DEFAULT_OUTLIER_QUANTILE, DEFAULT_TAIL
 from toolkit.projection import stratified_subsample
 from toolkit.selection import compare_diagnostics, make_selection
@@ -137,14 +138,21 @@ for tab, (name, selection) in zip(tabs, selections.items(), strict=True):
     with tab:
         selector = get_selector(selection.method)
         st.caption(f"{selector.source} — score: {selection.manifest['score_meaning']}")
-        images, captions, _ = image_grid_items(
-            dataset, selection.indices, scores=selection.scores, picked_by=selection.picked_by, limit=48
+        images, captions, shown = image_grid_items(
+            dataset,
+            selection.indices,
+            scores=selection.scores,
+            picked_by=selection.picked_by,
+            limit=48,
+            size=common.thumbnail_size(),
         )
         st.caption(f"The {len(images)} highest-scoring of {selection.size:,} selected samples.")
-        common.show_images(images, captions)
+        common.show_images(images, captions, shown=shown, key=f"sel_grid_open_{name}", open_in="sel_detail_index")
         with st.form(f"save_{name}"):
             save_name = st.text_input("Save as", value=name, key=f"save_name_{name}")
             if st.form_submit_button("Save selection", icon=":material/save:"):
                 with common.user_errors():
                     path = selection.save_in(ctx.workspace, save_name)
                 st.success(f"Saved → `{path}`")
+
+detail_section(ctx, emb, "sel")
