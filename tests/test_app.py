@@ -37,10 +37,11 @@ from toolkit.jobs import cancel_run
 from toolkit.projection import load_or_compute_projection, points_in_polygon, stratified_subsample
 from toolkit.results import results_table
 from toolkit.runs import RunStore
-from toolkit.selection import compare_diagnostics, list_selections, make_selection
+from toolkit.selection import compare_diagnostics, list_selections, make_selection, selection_from_indices
 from toolkit.train import TrainConfig, prepare, train
 from toolkit.viz.embedding import heatmap_rows, image_grid_items
 from toolkit.viz.results import accuracy_vs_split, loss_curves, time_budget_bars
+from toolkit.workspace import Workspace
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 PAGES = ("data", "embeddings", "dimensions", "selectors", "train", "results", "export")
@@ -845,3 +846,72 @@ def test_an_image_in_any_grid_opens_the_sample_detail_at_the_chosen_size(
     at.selectbox(key="emb_grid_open").set_value(1).run()
     assert_clean(at)
     assert at.number_input(key="emb_detail_index").value == int(label.split(" · ")[0][1:])
+
+
+def test_a_filter_restricts_the_map_and_the_grid_and_saves_as_a_selection(
+    workspace: Path, digits: ImageDataset, digits_embedding: Embedding
+) -> None:
+    from toolkit.filters import SampleFilter
+
+    rng = np.random.default_rng(5)
+    for name in ("filter-a", "filter-b"):
+        picked = np.sort(rng.choice(digits.num_train, 700, replace=False))
+        selection_from_indices(digits, picked, name=name, workspace=workspace)
+    scores = make_selection(
+        digits, "topk-activation", fraction=0.0864, save=False, workspace=workspace, embedding=digits_embedding.name
+    ).result.scores
+    low = float(np.quantile(scores, 0.3))
+
+    at = open_app("embeddings")
+    assert_clean(at)
+    at.multiselect(key="emb_filter_classes").set_value([3, 5])
+    at.multiselect(key="emb_filter_within").set_value(["filter-a"])
+    at.multiselect(key="emb_filter_outside").set_value(["filter-b"])
+    at.selectbox(key="emb_filter_score").set_value("topk-activation").run()
+    assert_clean(at)
+    high = at.slider(key="emb_range_topk-activation").max
+    at.slider(key="emb_range_topk-activation").set_value((low, high)).run()
+    assert_clean(at)
+
+    # By hand: class 3 or 5, in A, not in B, score at least the 30 % quantile.
+    members = {s.name: s.indices for s in list_selections(digits, workspace=workspace)}
+    everyone = np.arange(digits.num_train)
+    expected = np.flatnonzero(
+        np.isin(digits.train_labels, [3, 5])
+        & np.isin(everyone, members["filter-a"])
+        & ~np.isin(everyone, members["filter-b"])
+        & (scores >= low)
+    )
+    assert 0 < len(expected) < 200
+    wanted = SampleFilter((3, 5), ("filter-a",), ("filter-b",), "topk-activation score", low, None)
+    np.testing.assert_array_equal(wanted.indices(digits, scores=scores, workspace=workspace), expected)
+    np.testing.assert_array_equal(decode(chart(at, "embedding_map")["data"][0]["customdata"])[:, 0], expected)
+    assert subheaders(at)[0] == f"Passing the filter: {len(expected):,} samples"
+    grid = next(image for image in at.image if image.captions and image.captions[0].startswith("#"))
+    assert sorted(int(c.split(" · ")[0][1:]) for c in grid.captions) == sorted(expected[: len(grid.captions)])
+
+    at.text_input(key="lasso_name").set_value("filtered")
+    at.get("form_submit_button")[0].click()
+    at.run()
+    assert_clean(at)
+    saved = {s.name: s for s in list_selections(digits, workspace=workspace)}["filtered"]
+    np.testing.assert_array_equal(saved.indices, expected)
+    assert saved.method == "filter"
+    assert saved.manifest["params"]["filter"] == {
+        "classes": ["3", "5"],
+        "within": ["filter-a"],
+        "outside": ["filter-b"],
+        "score": {"name": "topk-activation score", "low": pytest.approx(low), "high": None},
+    }
+
+    # A box on the filtered map keeps only the filtered samples inside it.
+    coords = load_or_compute_projection(digits_embedding, "pca", workspace=workspace).coords
+    (x0, y0), (x1, y1) = coords.min(0), np.median(coords, 0)
+    box = {"xref": "x", "yref": "y", "x": [x0, x1], "y": [y0, y1]}
+    at.session_state["embedding_map"] = {"selection": {"points": [], "point_indices": [], "box": [box], "lasso": []}}
+    at.run()
+    assert_clean(at)
+    inside = (coords[:, 0] >= x0) & (coords[:, 0] <= x1) & (coords[:, 1] >= y0) & (coords[:, 1] <= y1)
+    assert subheaders(at)[0] == f"Selected: {int(inside[expected].sum()):,} samples"
+    for name in ("filter-a", "filter-b", "filtered"):  # other tests share the workspace's selections
+        Workspace(workspace).selection_path(digits.key, name).unlink()
