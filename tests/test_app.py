@@ -915,3 +915,59 @@ def test_a_filter_restricts_the_map_and_the_grid_and_saves_as_a_selection(
     assert subheaders(at)[0] == f"Selected: {int(inside[expected].sum()):,} samples"
     for name in ("filter-a", "filter-b", "filtered"):  # other tests share the workspace's selections
         Workspace(workspace).selection_path(digits.key, name).unlink()
+
+
+def test_the_selectors_and_train_choices_survive_a_refresh(
+    workspace: Path, digits: ImageDataset, digits_embedding: Embedding
+) -> None:
+    at = open_app("selectors")
+    assert_clean(at)
+    assert "selectors" not in at.query_params and "k" not in at.query_params  # defaults stay out of the URL
+    at.multiselect(key="sel_methods").set_value(["random", "k-center"])
+    at.number_input(key="sel_k").set_value(77)
+    at.checkbox(key="sel_balanced").check()
+    at.number_input(key="sel_seed").set_value(3).run()
+    assert_clean(at)
+    selectors_url = dict(at.query_params)
+    assert {k: selectors_url[k] for k in ("selectors", "k", "balanced", "seed")} == {
+        "selectors": "random,k-center",
+        "k": "77",
+        "balanced": "True",
+        "seed": "3",
+    }
+
+    at.switch_page("toolkit/dashboard/train.py").run()
+    at.multiselect(key="train_splits").set_value([0.0, 1.0])
+    at.radio(key="train_length").set_value("time budget").run()
+    at.number_input(key="train_budget").set_value(45.0)
+    at.number_input(key="train_batch").set_value(64)
+    at.selectbox(key="train_norm").set_value("lrn").run()
+    assert_clean(at)
+    train_url = dict(at.query_params)
+    assert {k: train_url[k] for k in ("splits", "length", "seconds", "batch", "norm")} == {
+        "splits": "0.0,1.0",
+        "length": "time budget",
+        "seconds": "45.0",
+        "batch": "64",
+        "norm": "lrn",
+    }
+
+    # A refresh: a new session with the page's URL draws the same choices.
+    def refreshed(page: str, url: dict[str, str]) -> AppTest:
+        again = AppTest.from_file(str(APP), default_timeout=120)
+        for key, value in url.items():
+            again.query_params[key] = value
+        again.run()
+        again.switch_page(f"toolkit/dashboard/{page}.py").run()
+        assert_clean(again)
+        return again
+
+    again = refreshed("selectors", selectors_url)
+    assert again.multiselect(key="sel_methods").value == ["random", "k-center"]
+    assert again.number_input(key="sel_k").value == 77
+    assert again.checkbox(key="sel_balanced").value is True and again.number_input(key="sel_seed").value == 3
+    again = refreshed("train", train_url)
+    assert again.multiselect(key="train_splits").value == [0.0, 1.0]
+    assert again.radio(key="train_length").value == "time budget"
+    assert again.number_input(key="train_budget").value == 45.0
+    assert again.number_input(key="train_batch").value == 64 and again.selectbox(key="train_norm").value == "lrn"

@@ -208,6 +208,28 @@ def restore_choice(
         st.session_state[key] = by_text[value]
 
 
+def url_widget(
+    draw: Callable[..., Any],
+    *args: Any,
+    key: str,
+    param: str,
+    omit: Any,
+    options: Sequence[Any] | None = None,
+    parse: Callable[[str], Any] | None = None,
+    many: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """``draw(*args, key=key, **kwargs)`` (a widget) with its value kept in the URL as ``?param=``.
+
+    A refresh or a shared link restores it (see :func:`restore_choice` for ``options``,
+    ``parse`` and ``many``); the value ``omit`` (the widget's default) stays out of the URL.
+    """
+    restore_choice(key, param, options, parse=parse, many=many)
+    value = draw(*args, key=key, **kwargs)
+    set_param(param, value, omit)
+    return value
+
+
 def _publish_data(applied: dict[str, Any]) -> None:
     source = SOURCE_PARAMS[applied["source"]]
     set_param("source", source)

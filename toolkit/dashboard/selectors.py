@@ -14,6 +14,7 @@ from toolkit.viz.embedding import class_histogram, image_grid_items, selection_o
 
 RESULTS_KEY = "selector_results"
 PAPER_FRACTION = 0.0864
+BUDGETS = ("size", "fraction")
 
 ctx = common.context()
 dataset = ctx.dataset
@@ -22,24 +23,64 @@ emb = common.require_embedding(ctx)
 
 names = available()
 cols = st.columns([4, 1, 1, 1, 1])
-methods = cols[0].multiselect(
+# The choices are kept in the URL (defaults left out), so a refresh or a shared link restores them.
+default_methods = [m for m in ("random", "topk-activation") if m in names]
+methods = common.url_widget(
+    cols[0].multiselect,
     "Selectors",
     names,
-    default=[m for m in ("random", "topk-activation") if m in names],
+    default=default_methods,
     key="sel_methods",
+    param="selectors",
+    omit=default_methods,
+    options=names,
+    many=True,
     help="Every selector registered in toolkit.selectors.",
 )
-budget_kind = cols[1].radio("Budget as", ("size", "fraction"), key="sel_budget_kind")
+budget_kind = common.url_widget(
+    cols[1].radio, "Budget as", BUDGETS, key="sel_budget_kind", param="budget", omit=BUDGETS[0], options=BUDGETS
+)
 if budget_kind == "size":
+    paper_size = max(1, round(PAPER_FRACTION * dataset.num_train))
     size = int(
-        cols[2].number_input("Samples K", value=max(1, round(PAPER_FRACTION * dataset.num_train)), step=1, key="sel_k")
+        common.url_widget(
+            cols[2].number_input,
+            "Samples K",
+            value=paper_size,
+            step=1,
+            key="sel_k",
+            param="k",
+            omit=paper_size,
+            parse=int,
+        )
     )
     budget = {"size": size}
 else:
-    fraction = float(cols[2].number_input("Fraction", value=PAPER_FRACTION, format="%.4f", key="sel_fraction"))
+    fraction = float(
+        common.url_widget(
+            cols[2].number_input,
+            "Fraction",
+            value=PAPER_FRACTION,
+            format="%.4f",
+            key="sel_fraction",
+            param="fraction",
+            omit=PAPER_FRACTION,
+            parse=float,
+        )
+    )
     budget = {"fraction": fraction}
-balanced = cols[3].checkbox("Balanced", key="sel_balanced", help="Per-class quotas proportional to class frequency.")
-seed = int(cols[4].number_input("Seed", value=0, step=1, key="sel_seed"))
+balanced = common.url_widget(
+    cols[3].checkbox,
+    "Balanced",
+    key="sel_balanced",
+    param="balanced",
+    omit=False,
+    options=(False, True),
+    help="Per-class quotas proportional to class frequency.",
+)
+seed = int(
+    common.url_widget(cols[4].number_input, "Seed", value=0, step=1, key="sel_seed", param="seed", omit=0, parse=int)
+)
 
 if st.button("Run selectors", type="primary", icon=":material/play_arrow:", disabled=not methods):
     results = {}
