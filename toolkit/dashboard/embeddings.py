@@ -141,7 +141,8 @@ st.caption(
     + "A lasso or box selects among **all** samples"
     + (" that pass the filter" if sample_filter.active else "")
     + ", plotted or not (drag on the map; double-click clears); "
-    + "a click on a point opens it in the sample detail below. "
+    # Streamlit turns point clicks off while the map drags a lasso or a box.
+    + "with *Pan* or *Zoom* picked in the map's toolbar, a click on a point opens it in the sample detail below. "
     + "The selection stays when you recolour the map or plot another sample."
 )
 map_column, grid_column = st.columns([3, 2])
