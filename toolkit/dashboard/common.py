@@ -184,15 +184,14 @@ def restore_choice(
     parse: Callable[[str], Any] | None = None,
     many: bool = False,
 ) -> None:
-    """Before drawing widget ``key``: on a session's first visit, take its value from ``?param=``.
+    """Before drawing widget ``key``: when it has no value yet, take it from ``?param=``.
 
+    That is a refresh, a bookmark or a shared link, and any run that draws the widget anew
+    (Streamlit forgets a widget's value when a run does not draw it). Every run of a page
+    asks, not only a session's first: a run cut short by another can lose a value it set.
     The value must be one of ``options`` (compared as text; with ``many``, a comma-separated
     list of them), or whatever ``parse`` makes of it (a value it refuses is ignored).
     """
-    restored = st.session_state.setdefault("_url_restored", set())
-    if key in restored:
-        return
-    restored.add(key)
     value = st.query_params.get(param)
     if value is None or key in st.session_state:
         return
