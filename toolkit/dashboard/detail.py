@@ -65,7 +65,8 @@ def detail_section(ctx: common.Context, emb: Embedding, page: str, *, always: bo
             0,
             count - 1,
             key=key,
-            help="Or pick an image under a grid" + (", or click a point on the map." if always else "."),
+            help="Or pick an image under a grid"
+            + (", or click a point on the map (with Pan or Zoom picked in its toolbar)." if always else "."),
         )
     )
     common.set_param("sample", index)
