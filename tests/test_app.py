@@ -29,6 +29,7 @@ from streamlit.testing.v1 import AppTest
 from torchvision.datasets import ImageFolder
 
 from toolkit.data import ImageDataset
+from toolkit.diagnostics import jaccard
 from toolkit.embedding import Embedding, embedding_table, list_embeddings
 from toolkit.encoders import get_encoder
 from toolkit.export import export_selection
@@ -36,10 +37,11 @@ from toolkit.jobs import cancel_run
 from toolkit.projection import load_or_compute_projection, points_in_polygon, stratified_subsample
 from toolkit.results import gain_table, paired_differences, results_table, time_to_accuracy
 from toolkit.runs import RunStore
-from toolkit.selection import list_selections, make_selection
+from toolkit.selection import compare_diagnostics, list_selections, make_selection, selection_from_indices
 from toolkit.train import TrainConfig, prepare, train
 from toolkit.viz.embedding import heatmap_rows, image_grid_items
 from toolkit.viz.results import accuracy_vs_split, gain_figure, learning_curve_figure, loss_curves, time_budget_bars
+from toolkit.workspace import Workspace
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 PAGES = ("data", "embeddings", "dimensions", "selectors", "train", "results", "export")
@@ -214,12 +216,11 @@ def test_selectors_compare_and_refuse_a_budget_larger_than_the_data_set(
     at.number_input(key="sel_k").set_value(100)
     at.button[0].click().run()
     assert_clean(at)
-    expected = {
-        m: make_selection(
-            digits, m, size=100, seed=0, save=False, workspace=workspace, embedding=digits_embedding.name
-        ).indices
+    made = [
+        make_selection(digits, m, size=100, seed=0, save=False, workspace=workspace, embedding=digits_embedding.name)
         for m in ("random", "topk-activation")
-    }
+    ]
+    expected = {s.method: s.indices for s in made}
     overlay = chart(at, "sel_overlay")["data"]
     assert len(overlay) == 3  # all samples, then one trace per selection
     for trace, method in zip(overlay[1:], expected, strict=True):
@@ -229,6 +230,14 @@ def test_selectors_compare_and_refuse_a_budget_larger_than_the_data_set(
         np.testing.assert_array_equal(
             decode(trace["y"]), np.bincount(digits.train_labels[expected[method]], minlength=10)
         )
+    # What `samplesift compare` prints: coverage radius, facility location, class entropy, outlier share, Jaccard.
+    comparison = compare_diagnostics(digits, made, digits_embedding)
+    diagnostics = next(d.value for d in at.dataframe if "coverage_radius" in d.value.columns)
+    assert {"coverage_radius", "facility_location", "class_entropy", "outlier_share"} <= set(diagnostics.columns)
+    pd.testing.assert_frame_equal(diagnostics, comparison.table, check_dtype=False)
+    overlap = next(d.value for d in at.dataframe if list(d.value.columns) == [s.name for s in made])
+    pd.testing.assert_frame_equal(overlap, comparison.overlap, check_dtype=False)
+    assert overlap.iloc[0, 1] == pytest.approx(jaccard(expected["random"], expected["topk-activation"]))
     at.number_input(key="sel_k").set_value(digits.num_train + 1)
     at.button[0].click().run()
     assert not at.exception
@@ -787,3 +796,206 @@ def test_a_click_on_the_map_opens_the_sample_detail(
     np.testing.assert_allclose(values, similarity[expected], rtol=1e-5)
     grid = at.image[-1]
     assert [c.split(" · ")[0] for c in grid.captions] == [f"#{j}" for j in found]
+
+
+def served_image_side(managers: list[MediaFileManager], url: str) -> int:
+    """The pixel width of an image the page served (read back from the media file manager)."""
+    from PIL import Image
+
+    served = managers[-1].read_file(url.rsplit("/", 1)[1].split("?")[0])
+    assert served is not None
+    return Image.open(io.BytesIO(served.content)).size[0]
+
+
+def test_an_image_in_any_grid_opens_the_sample_detail_at_the_chosen_size(
+    workspace: Path, digits: ImageDataset, digits_embedding: Embedding, media_managers: list[MediaFileManager]
+) -> None:
+    from toolkit.dashboard.detail import nearest_neighbours
+
+    def detail_of(at: AppTest) -> list[str]:
+        return [m.value for m in at.markdown if m.value.startswith("**Sample #")]
+
+    # The Data page's sample grid: no detail until an image is picked, then that image's.
+    at = open_app()
+    assert_clean(at)
+    assert not detail_of(at)
+    picker = at.selectbox(key="data_grid_open")
+    grid = next(image for image in at.image if image.captions and image.captions[0].startswith("#"))
+    assert picker.options == grid.captions  # the picker lists the grid's images, captioned alike
+    sample = int(grid.captions[5].split(" · ")[0][1:])
+    picker.set_value(5).run()
+    assert_clean(at)
+    assert at.number_input(key="data_detail_index").value == sample
+    assert detail_of(at)[0].startswith(
+        f"**Sample #{sample}** · class **{digits.class_names[digits.train_labels[sample]]}**"
+    )
+    assert at.query_params["sample"] == str(sample)
+    assert at.selectbox(key="data_grid_open").value is None  # ready for the next pick
+
+    # A neighbour in the detail opens in its place; Close hides the detail.
+    neighbours, _ = nearest_neighbours(digits_embedding, sample)
+    at.selectbox(key="detail_neighbours_open").set_value(0).run()
+    assert at.number_input(key="data_detail_index").value == int(neighbours[0])
+    at.button(key="data_detail_close").click().run()
+    assert_clean(at)
+    assert not detail_of(at) and "sample" not in at.query_params
+
+    # The sidebar's image size: every grid's images are drawn that large, and the URL keeps it.
+    assert served_image_side(media_managers, grid.value[0]) == 64
+    at.radio(key="thumb_size").set_value(128).run()
+    assert_clean(at)
+    grid = next(image for image in at.image if image.captions and image.captions[0].startswith("#"))
+    assert served_image_side(media_managers, grid.value[0]) == 128
+    assert at.query_params["thumbs"] == "128"
+
+    # The Selectors page's grids (one per selector) open theirs too.
+    at.switch_page("toolkit/dashboard/selectors.py").run()
+    at.multiselect(key="sel_methods").set_value(["topk-activation"])
+    at.number_input(key="sel_k").set_value(40)
+    at.button[0].click().run()
+    assert_clean(at)
+    selection = make_selection(
+        digits, "topk-activation", size=40, save=False, workspace=workspace, embedding=digits_embedding.name
+    )
+    _, _, shown = image_grid_items(digits, selection.indices, scores=selection.scores, limit=48)
+    at.selectbox(key=f"sel_grid_open_{selection.name}").set_value(2).run()
+    assert_clean(at)
+    assert at.number_input(key="sel_detail_index").value == int(shown[2])
+    assert detail_of(at)[0].startswith(f"**Sample #{shown[2]}**")
+
+    # And on the Embeddings page, the selection's grid opens one in the page's detail.
+    at.switch_page("toolkit/dashboard/embeddings.py").run()
+    coords = load_or_compute_projection(digits_embedding, "pca", workspace=workspace).coords
+    (x0, y0), (x1, y1) = coords.min(0), np.median(coords, 0)
+    box = {"xref": "x", "yref": "y", "x": [x0, x1], "y": [y0, y1]}
+    at.session_state["embedding_map"] = {"selection": {"points": [], "point_indices": [], "box": [box], "lasso": []}}
+    at.run()
+    label = at.selectbox(key="emb_grid_open").options[1]
+    at.selectbox(key="emb_grid_open").set_value(1).run()
+    assert_clean(at)
+    assert at.number_input(key="emb_detail_index").value == int(label.split(" · ")[0][1:])
+
+
+def test_a_filter_restricts_the_map_and_the_grid_and_saves_as_a_selection(
+    workspace: Path, digits: ImageDataset, digits_embedding: Embedding
+) -> None:
+    from toolkit.filters import SampleFilter
+
+    rng = np.random.default_rng(5)
+    for name in ("filter-a", "filter-b"):
+        picked = np.sort(rng.choice(digits.num_train, 700, replace=False))
+        selection_from_indices(digits, picked, name=name, workspace=workspace)
+    scores = make_selection(
+        digits, "topk-activation", fraction=0.0864, save=False, workspace=workspace, embedding=digits_embedding.name
+    ).result.scores
+    low = float(np.quantile(scores, 0.3))
+
+    at = open_app("embeddings")
+    assert_clean(at)
+    at.multiselect(key="emb_filter_classes").set_value([3, 5])
+    at.multiselect(key="emb_filter_within").set_value(["filter-a"])
+    at.multiselect(key="emb_filter_outside").set_value(["filter-b"])
+    at.selectbox(key="emb_filter_score").set_value("topk-activation").run()
+    assert_clean(at)
+    high = at.slider(key="emb_range_topk-activation").max
+    at.slider(key="emb_range_topk-activation").set_value((low, high)).run()
+    assert_clean(at)
+
+    # By hand: class 3 or 5, in A, not in B, score at least the 30 % quantile.
+    members = {s.name: s.indices for s in list_selections(digits, workspace=workspace)}
+    everyone = np.arange(digits.num_train)
+    expected = np.flatnonzero(
+        np.isin(digits.train_labels, [3, 5])
+        & np.isin(everyone, members["filter-a"])
+        & ~np.isin(everyone, members["filter-b"])
+        & (scores >= low)
+    )
+    assert 0 < len(expected) < 200
+    wanted = SampleFilter((3, 5), ("filter-a",), ("filter-b",), "topk-activation score", low, None)
+    np.testing.assert_array_equal(wanted.indices(digits, scores=scores, workspace=workspace), expected)
+    np.testing.assert_array_equal(decode(chart(at, "embedding_map")["data"][0]["customdata"])[:, 0], expected)
+    assert subheaders(at)[0] == f"Passing the filter: {len(expected):,} samples"
+    grid = next(image for image in at.image if image.captions and image.captions[0].startswith("#"))
+    assert sorted(int(c.split(" · ")[0][1:]) for c in grid.captions) == sorted(expected[: len(grid.captions)])
+
+    at.text_input(key="lasso_name").set_value("filtered")
+    at.get("form_submit_button")[0].click()
+    at.run()
+    assert_clean(at)
+    saved = {s.name: s for s in list_selections(digits, workspace=workspace)}["filtered"]
+    np.testing.assert_array_equal(saved.indices, expected)
+    assert saved.method == "filter"
+    assert saved.manifest["params"]["filter"] == {
+        "classes": ["3", "5"],
+        "within": ["filter-a"],
+        "outside": ["filter-b"],
+        "score": {"name": "topk-activation score", "low": pytest.approx(low), "high": None},
+    }
+
+    # A box on the filtered map keeps only the filtered samples inside it.
+    coords = load_or_compute_projection(digits_embedding, "pca", workspace=workspace).coords
+    (x0, y0), (x1, y1) = coords.min(0), np.median(coords, 0)
+    box = {"xref": "x", "yref": "y", "x": [x0, x1], "y": [y0, y1]}
+    at.session_state["embedding_map"] = {"selection": {"points": [], "point_indices": [], "box": [box], "lasso": []}}
+    at.run()
+    assert_clean(at)
+    inside = (coords[:, 0] >= x0) & (coords[:, 0] <= x1) & (coords[:, 1] >= y0) & (coords[:, 1] <= y1)
+    assert subheaders(at)[0] == f"Selected: {int(inside[expected].sum()):,} samples"
+    for name in ("filter-a", "filter-b", "filtered"):  # other tests share the workspace's selections
+        Workspace(workspace).selection_path(digits.key, name).unlink()
+
+
+def test_the_selectors_and_train_choices_survive_a_refresh(
+    workspace: Path, digits: ImageDataset, digits_embedding: Embedding
+) -> None:
+    at = open_app("selectors")
+    assert_clean(at)
+    assert "selectors" not in at.query_params and "k" not in at.query_params  # defaults stay out of the URL
+    at.multiselect(key="sel_methods").set_value(["random", "k-center"])
+    at.number_input(key="sel_k").set_value(77)
+    at.checkbox(key="sel_balanced").check()
+    at.number_input(key="sel_seed").set_value(3).run()
+    assert_clean(at)
+    selectors_url = dict(at.query_params)
+    assert {k: selectors_url[k] for k in ("selectors", "k", "balanced", "seed")} == {
+        "selectors": "random,k-center",
+        "k": "77",
+        "balanced": "True",
+        "seed": "3",
+    }
+
+    at.switch_page("toolkit/dashboard/train.py").run()
+    at.multiselect(key="train_splits").set_value([0.0, 1.0])
+    at.radio(key="train_length").set_value("time budget").run()
+    at.number_input(key="train_budget").set_value(45.0)
+    at.number_input(key="train_batch").set_value(64)
+    at.selectbox(key="train_norm").set_value("lrn").run()
+    assert_clean(at)
+    train_url = dict(at.query_params)
+    assert {k: train_url[k] for k in ("splits", "length", "seconds", "batch", "norm")} == {
+        "splits": "0.0,1.0",
+        "length": "time budget",
+        "seconds": "45.0",
+        "batch": "64",
+        "norm": "lrn",
+    }
+
+    # A refresh: a new session with the page's URL draws the same choices.
+    def refreshed(page: str, url: dict[str, str]) -> AppTest:
+        again = AppTest.from_file(str(APP), default_timeout=120)
+        for key, value in url.items():
+            again.query_params[key] = value
+        again.run()
+        again.switch_page(f"toolkit/dashboard/{page}.py").run()
+        assert_clean(again)
+        return again
+
+    again = refreshed("selectors", selectors_url)
+    assert again.multiselect(key="sel_methods").value == ["random", "k-center"]
+    assert again.number_input(key="sel_k").value == 77
+    assert again.checkbox(key="sel_balanced").value is True and again.number_input(key="sel_seed").value == 3
+    again = refreshed("train", train_url)
+    assert again.multiselect(key="train_splits").value == [0.0, 1.0]
+    assert again.radio(key="train_length").value == "time budget"
+    assert again.number_input(key="train_budget").value == 45.0
+    assert again.number_input(key="train_batch").value == 64 and again.selectbox(key="train_norm").value == "lrn"

@@ -2,11 +2,12 @@
 
 The test starts the server on a free localhost port, opens every page, draws a lasso on the
 embedding map with the mouse, queues a short training run from the form and waits for it
-to finish, switches the sidebar's embedding picker, and saves a screenshot of each page. It
-prints the time to first render of each page (cold, then with everything cached) and the
-time from releasing the lasso to the image grid, on digits and on a capped real CIFAR-10
-(built in the test's own temporary workspace from ``$SAMPLESIFT_CIFAR10`` or
-``../shared/datasets/cifar10``; skipped with the reason when neither is there).
+to finish, switches the sidebar's embedding picker, opens the sample detail with a click on a
+map point, refreshes the Selectors page (its budget comes back from the URL), and saves a
+screenshot of each page. It prints the time to first render of each page (cold, then with
+everything cached) and the time from releasing the lasso to the image grid, on digits and on a
+capped real CIFAR-10 (built in the test's own temporary workspace from ``$SAMPLESIFT_CIFAR10``
+or ``../shared/datasets/cifar10``; skipped with the reason when neither is there).
 
 Screenshots go to a temporary folder, so a test run leaves the work tree clean; with
 ``SAMPLESIFT_UPDATE_SCREENSHOTS=1`` they replace the ones in ``assets/`` (used in the README).
@@ -155,6 +156,36 @@ def wait_for_selected(page: Any, timeout: float = 120_000) -> int:
     return int(re.search(r"Selected: ([\d,]+)", text).group(1).replace(",", ""))
 
 
+def loneliest_point(page: Any) -> tuple[int, float, float]:
+    """The embedding map's point farthest from any other, as (sample index, x, y in page pixels).
+
+    On digits every sample is plotted in index order, so a point's position is its sample index;
+    the loneliest one is the one a click hits unambiguously.
+    """
+    page.locator(".st-key-embedding_map .nsewdrag").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(1_500)  # let WebGL finish drawing the points first
+    return tuple(
+        page.evaluate(
+            """() => {
+            const gd = document.querySelector('.st-key-embedding_map .js-plotly-plot');
+            const trace = gd._fullData[0], xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+            const box = gd.getBoundingClientRect();
+            const xs = Array.from(trace.x, v => box.left + xa._offset + xa.l2p(v));
+            const ys = Array.from(trace.y, v => box.top + ya._offset + ya.l2p(v));
+            let best = 0, bestGap = -1;
+            for (let i = 0; i < xs.length; i++) {
+                let gap = Infinity;
+                for (let j = 0; j < xs.length && gap > bestGap; j++) {
+                    if (j !== i) gap = Math.min(gap, Math.hypot(xs[i] - xs[j], ys[i] - ys[j]));
+                }
+                if (gap > bestGap) { best = i; bestGap = gap; }
+            }
+            return [best, xs[best], ys[best]];
+        }"""
+        )
+    )
+
+
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where screenshots go: assets/ with SAMPLESIFT_UPDATE_SCREENSHOTS=1, else a temporary folder."""
@@ -260,12 +291,37 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
     assert page.locator("h3", has_text="Selected:").first.text_content().startswith(f"Selected: {count:,} samples")
     assert "color=dimension" in page.url
 
-    # Selectors: run two and compare.
+    # A click on a real point of the map opens that sample in the detail view. Streamlit turns point
+    # clicks off while the map drags a lasso: pick Pan in the map's toolbar first, as the page says.
+    page.locator(".st-key-embedding_map .modebar-btn[data-title='Pan']").first.click()
+    page.wait_for_selector(IDLE)
+    sample, x, y = loneliest_point(page)
+    page.mouse.click(x, y)
+    page.locator("strong", has_text=f"Sample #{sample}").first.wait_for(timeout=60_000)
+    page.wait_for_selector(IDLE)
+    assert page.get_by_role("spinbutton", name="Sample index").input_value() == str(sample)
+    assert f"sample={sample}" in page.url
+
+    # Selectors: run two and compare; the budget is kept in the URL, so a refresh restores it.
     navigate(page, "Selectors")
+    budget = page.get_by_role("spinbutton", name="Samples K")
+    budget.fill("150")
+    budget.press("Enter")
+    page.wait_for_url(re.compile(r"[?&]k=150(&|$)"), timeout=60_000)
+    page.wait_for_selector(IDLE)
     page.get_by_role("button", name="Run selectors").click()
     page.get_by_text("Selected images").first.wait_for(timeout=120_000)
     page.wait_for_selector(IDLE)
+    assert page.get_by_text("Coverage", exact=True).count() == 1  # what `samplesift compare` prints
     screenshot(page, shots, "selectors")
+    page.reload()
+    page.wait_for_selector("h1:has-text('Selectors')")
+    page.wait_for_selector(IDLE)
+    restored = page.get_by_role("spinbutton", name="Samples K")
+    deadline = time.monotonic() + 30  # a loaded machine may rerun the page once more after it looks idle
+    while restored.input_value() != "150" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert restored.input_value() == "150" and "k=150" in page.url
 
     # Train: queue a short run from the form and watch it finish.
     before = {run.id for run in RunStore(session_workspace)}

@@ -4,8 +4,8 @@ A selection manifest (JSON) records everything needed to trust and reproduce it:
 method, its parameters and seed, the budget, the data set's and the embedding's
 fingerprints, library versions, the selected indices with their scores and (for
 per-dimension rules) the dimension that picked each, the class counts, and coverage
-diagnostics (:mod:`toolkit.diagnostics`). :func:`compare_selections` puts several
-selections' diagnostics side by side. Manifests live
+diagnostics (:mod:`toolkit.diagnostics`). :func:`compare_selections` (saved selections) and
+:func:`compare_diagnostics` (any) put several selections' diagnostics side by side. Manifests live
 in ``<workspace>/datasets/<key>/selections/<name>.json`` and are addressed by name or path.
 """
 
@@ -352,20 +352,28 @@ def compare_selections(
     on different embeddings can be compared: each is a set of samples, measured here on one
     common embedding.
     """
-    require(len(selections) >= 1, "name at least one selection to compare")
     loaded = [load_selection(s, dataset, workspace=workspace) for s in selections]
-    names = [s.name for s in loaded]
-    require(len(set(names)) == len(names), f"the selections to compare repeat a name: {', '.join(names)}")
     if embedding is None:
         recorded = [(s.manifest.get("embedding") or {}).get("name") for s in loaded]
         embedding = next((a for a in recorded if a), None)
-    measured_on = load_embedding(dataset, workspace=workspace, name=embedding)
-    diagnostics = SelectionDiagnostics(measured_on.vectors, dataset.train_labels, num_classes=dataset.num_classes)
-    table = diagnostics.compare({s.name: s.indices for s in loaded})
-    table.insert(0, "method", [s.method + (" (balanced)" if s.manifest.get("balanced") else "") for s in loaded])
-    table.insert(1, "selected_on", [(s.manifest.get("embedding") or {}).get("name") or "-" for s in loaded])
-    overlap = jaccard_matrix({s.name: s.indices for s in loaded})
-    return Comparison(table, overlap, measured_on.describe())
+    return compare_diagnostics(dataset, loaded, load_embedding(dataset, workspace=workspace, name=embedding))
+
+
+def compare_diagnostics(dataset: ImageDataset, selections: Sequence[Selection], embedding: Embedding) -> Comparison:
+    """The diagnostics of selections (saved or just made) side by side, measured on ``embedding``.
+
+    What :func:`compare_selections` reports for saved selections; the dashboard's Selectors
+    page calls it on the selections it has just made, before they are saved.
+    """
+    require(len(selections) >= 1, "name at least one selection to compare")
+    names = [s.name for s in selections]
+    require(len(set(names)) == len(names), f"the selections to compare repeat a name: {', '.join(names)}")
+    diagnostics = SelectionDiagnostics(embedding.vectors, dataset.train_labels, num_classes=dataset.num_classes)
+    table = diagnostics.compare({s.name: s.indices for s in selections})
+    table.insert(0, "method", [s.method + (" (balanced)" if s.manifest.get("balanced") else "") for s in selections])
+    table.insert(1, "selected_on", [(s.manifest.get("embedding") or {}).get("name") or "-" for s in selections])
+    overlap = jaccard_matrix({s.name: s.indices for s in selections})
+    return Comparison(table, overlap, embedding.describe())
 
 
 def selection_from_indices(

@@ -9,8 +9,8 @@ error, and polls background jobs (:mod:`toolkit.jobs`) from fragments.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,26 +161,72 @@ def _apply_sidebar() -> None:
     st.session_state["_data_applied"] = _pending()
 
 
-def set_param(name: str, value: str | None) -> None:
-    """Keep ``?name=value`` in the URL (``None`` removes it), so a refresh or a shared link restores it."""
-    if value is None:
+def set_param(name: str, value: Any, default: Any = None) -> None:
+    """Keep ``?name=value`` in the URL, so a refresh or a shared link restores it.
+
+    ``None`` or the ``default`` removes it (defaults stay out of the URL); a list is written
+    comma-separated.
+    """
+    if value is None or value == default:
         if name in st.query_params:
             del st.query_params[name]
-    elif st.query_params.get(name) != value:
-        st.query_params[name] = value
-
-
-def restore_choice(key: str, param: str, options: list[Any] | tuple[Any, ...]) -> None:
-    """Before drawing widget ``key``: on a session's first visit, take its value from ``?param=``."""
-    restored = st.session_state.setdefault("_url_restored", set())
-    if key in restored:
         return
-    restored.add(key)
+    text = ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+    if st.query_params.get(name) != text:
+        st.query_params[name] = text
+
+
+def restore_choice(
+    key: str,
+    param: str,
+    options: Sequence[Any] | None = None,
+    *,
+    parse: Callable[[str], Any] | None = None,
+    many: bool = False,
+) -> None:
+    """Before drawing widget ``key``: when it has no value yet, take it from ``?param=``.
+
+    That is a refresh, a bookmark or a shared link, and any run that draws the widget anew
+    (Streamlit forgets a widget's value when a run does not draw it). Every run of a page
+    asks, not only a session's first: a run cut short by another can lose a value it set.
+    The value must be one of ``options`` (compared as text; with ``many``, a comma-separated
+    list of them), or whatever ``parse`` makes of it (a value it refuses is ignored).
+    """
     value = st.query_params.get(param)
-    if value is not None and key not in st.session_state:
-        match = next((o for o in options if str(o) == value), None)
-        if match is not None:
-            st.session_state[key] = match
+    if value is None or key in st.session_state:
+        return
+    if parse is not None:
+        with suppress(ValueError):  # a hand-edited link: the widget keeps its default
+            st.session_state[key] = parse(value)
+        return
+    assert options is not None
+    by_text = {str(o): o for o in options}
+    if many:
+        st.session_state[key] = [by_text[v] for v in value.split(",") if v in by_text]
+    elif value in by_text:
+        st.session_state[key] = by_text[value]
+
+
+def url_widget(
+    draw: Callable[..., Any],
+    *args: Any,
+    key: str,
+    param: str,
+    omit: Any,
+    options: Sequence[Any] | None = None,
+    parse: Callable[[str], Any] | None = None,
+    many: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """``draw(*args, key=key, **kwargs)`` (a widget) with its value kept in the URL as ``?param=``.
+
+    A refresh or a shared link restores it (see :func:`restore_choice` for ``options``,
+    ``parse`` and ``many``); the value ``omit`` (the widget's default) stays out of the URL.
+    """
+    restore_choice(key, param, options, parse=parse, many=many)
+    value = draw(*args, key=key, **kwargs)
+    set_param(param, value, omit)
+    return value
 
 
 def _publish_data(applied: dict[str, Any]) -> None:
@@ -281,6 +327,7 @@ def sidebar() -> Context | None:
     made = {m["name"]: m for m in list_embeddings(dataset, workspace=workspace)}
     with st.sidebar:
         chosen = _embedding_picker(made)
+        _thumbnail_picker()
         st.caption(
             f"**{dataset.key}**: {dataset.num_train:,} train / {dataset.num_test:,} test images, "
             f"{dataset.num_classes} classes, {dataset.image_shape[0]}x{dataset.image_shape[1]}x{dataset.channels}"
@@ -571,8 +618,64 @@ CAPTION_CSS = (
 )
 
 
-def show_images(images: list[np.ndarray], captions: list[str], *, width: int = 80) -> None:
-    """A grid of small images with captions (wrapped at word boundaries)."""
-    if images:
-        st.html(CAPTION_CSS)
-        st.image(images, caption=captions, width=width)
+#: Image sizes offered for every grid (pixels; the sidebar's *Image size*, ``?thumbs=``).
+THUMBNAIL_SIZES = (64, 96, 128)
+
+
+def thumbnail_size() -> int:
+    """The side, in pixels, that grid images are enlarged to (the sidebar's *Image size*)."""
+    return int(st.session_state.get("thumb_size") or THUMBNAIL_SIZES[0])
+
+
+def _thumbnail_picker() -> None:
+    """The sidebar's *Image size* for every grid, kept in the URL as ``?thumbs=N``."""
+    restore_choice("thumb_size", "thumbs", THUMBNAIL_SIZES)
+    size = st.radio(
+        "Image size",
+        THUMBNAIL_SIZES,
+        format_func=lambda s: f"{s} px",
+        horizontal=True,
+        key="thumb_size",
+        help="How large the images of every grid are drawn.",
+    )
+    set_param("thumbs", size, default=THUMBNAIL_SIZES[0])
+
+
+def _open_sample(picker: str, shown: list[int], target: str) -> None:
+    """A grid's picker chose an image: show it in the detail view (the number input ``target``)."""
+    position = st.session_state.get(picker)
+    if position is not None:
+        st.session_state[target] = shown[position]
+        st.session_state[picker] = None  # ready for the next pick, which may be the same image
+
+
+def show_images(
+    images: list[np.ndarray],
+    captions: list[str],
+    *,
+    shown: np.ndarray | None = None,
+    key: str | None = None,
+    open_in: str | None = None,
+) -> None:
+    """A grid of images with captions (wrapped at word boundaries), drawn at the sidebar's size.
+
+    With ``shown`` (the sample index of each image), ``key`` and ``open_in`` (the key of the
+    page's sample-detail index), a picker under the grid opens any of its images in the
+    detail view: Streamlit's images take no clicks.
+    """
+    if not images:
+        return
+    st.html(CAPTION_CSS)
+    # Room for the caption beside a small image: a quarter more than the image itself.
+    st.image(images, caption=captions, width=thumbnail_size() * 5 // 4)
+    if shown is not None and key is not None and open_in is not None:
+        st.selectbox(
+            "Open an image in the sample detail",
+            range(len(captions)),
+            index=None,
+            format_func=captions.__getitem__,
+            placeholder=f"one of these {plural(len(captions), 'image')}…",
+            key=key,
+            on_change=_open_sample,
+            args=(key, [int(i) for i in shown], open_in),
+        )

@@ -5,6 +5,7 @@ import streamlit as st
 
 from toolkit import jobs
 from toolkit.dashboard import common
+from toolkit.dashboard.detail import detail_section
 from toolkit.embedding import embedding_table
 from toolkit.viz.embedding import class_histogram, image_grid_items
 
@@ -34,8 +35,13 @@ with left:
 with right:
     seed = int(st.number_input("Sample seed", value=0, step=1, key="data_seed"))
     sample = np.random.default_rng(seed).choice(dataset.num_train, size=min(24, dataset.num_train), replace=False)
-    images, captions, _ = image_grid_items(dataset, sample, limit=None)
-    common.show_images(images, captions)
+    images, captions, shown = image_grid_items(dataset, sample, limit=None, size=common.thumbnail_size())
+    emb = common.embedding(ctx)  # the detail view needs one (its vector, its neighbours)
+    common.show_images(
+        images, captions, shown=shown, key="data_grid_open", open_in="data_detail_index" if emb else None
+    )
+if emb is not None:
+    detail_section(ctx, emb, "data")
 
 st.header("Embeddings")
 table = embedding_table(dataset, workspace=ctx.workspace)

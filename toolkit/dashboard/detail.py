@@ -37,8 +37,52 @@ def nearest_neighbours(emb: Embedding, index: int, count: int = NEIGHBOURS) -> t
     return order, similarity[order]
 
 
-def sample_detail(ctx: common.Context, emb: Embedding, index: int) -> None:
-    """Draw the detail view of training sample ``index``."""
+def _sample_index(text: str, count: int) -> int:
+    """``?sample=N`` as an index of the training split (a ValueError when it is not one)."""
+    index = int(text)
+    if not 0 <= index < count:
+        raise ValueError(f"no training sample {index}")
+    return index
+
+
+def detail_section(ctx: common.Context, emb: Embedding, page: str, *, always: bool = False) -> None:
+    """A page's *Sample detail*: the sample typed in, clicked on the map or picked under a grid.
+
+    Its index input has the key ``{page}_detail_index`` (what a grid's picker sets) and is
+    kept in the URL as ``?sample=N``. Unless ``always``, the section shows only once a
+    sample was picked, with a button that closes it.
+    """
+    key = f"{page}_detail_index"
+    count = ctx.dataset.num_train
+    common.restore_choice(key, "sample", parse=lambda text: _sample_index(text, count))
+    if not always and st.session_state.get(key) is None:
+        return
+    st.header("Sample detail")
+    left, right = st.columns([3, 1])
+    index = int(
+        left.number_input(
+            "Sample index",
+            0,
+            count - 1,
+            key=key,
+            help="Or pick an image under a grid"
+            + (", or click a point on the map (with Pan or Zoom picked in its toolbar)." if always else "."),
+        )
+    )
+    common.set_param("sample", index)
+    if not always:
+        right.button("Close", key=f"{page}_detail_close", icon=":material/close:", on_click=_close, args=(key,))
+    sample_detail(ctx, emb, index, open_in=key)
+
+
+def _close(key: str) -> None:
+    """Close the detail view: forget its sample (and take it out of the URL)."""
+    st.session_state.pop(key, None)
+    common.set_param("sample", None)
+
+
+def sample_detail(ctx: common.Context, emb: Embedding, index: int, *, open_in: str | None = None) -> None:
+    """Draw the detail view of training sample ``index``; a pick among its neighbours opens one in ``open_in``."""
     dataset = ctx.dataset
     label = int(dataset.train_labels[index])
     left, right = st.columns([1, 3])
@@ -81,9 +125,9 @@ def sample_detail(ctx: common.Context, emb: Embedding, index: int) -> None:
         "class. A sample whose neighbours are mostly of another class may be mislabelled; a similarity near 1 "
         "may be a duplicate."
     )
-    images = [upscale(dataset.train_images[j], 64) for j in neighbours]
+    images = [upscale(dataset.train_images[j], common.thumbnail_size()) for j in neighbours]
     captions = [
         f"#{j} · {dataset.class_names[int(dataset.train_labels[j])]} · {s:.2f}"
         for j, s in zip(neighbours, similarity, strict=True)
     ]
-    common.show_images(images, captions)
+    common.show_images(images, captions, shown=neighbours, key="detail_neighbours_open", open_in=open_in)

@@ -19,6 +19,8 @@ from toolkit.viz.training import accuracy_curves
 NO_SELECTION = "(none: full data only)"
 SPLITS = [round(0.1 * i, 1) for i in range(11)]
 ACTIVE = ("queued", "running")
+LENGTHS = ("steps", "time budget")
+NORMS = ("batch", "lrn")
 
 ctx = common.context()
 dataset = ctx.dataset
@@ -26,34 +28,97 @@ st.title("Train")
 
 st.header("Queue runs")
 saved = [s.name for s in list_selections(dataset, workspace=ctx.workspace)]
+subsets = [NO_SELECTION, *saved]
+# The choices are kept in the URL (defaults left out), so a refresh or a shared link restores them.
+url = common.url_widget
 cols = st.columns([3, 3])
-selection = cols[0].selectbox(
+selection = url(
+    cols[0].selectbox,
     "Selection (the fast phase's subset)",
-    [NO_SELECTION, *saved],
+    subsets,
     index=len(saved),  # the newest saved selection
     key="train_selection",
+    param="subset",
+    omit=subsets[-1],
+    options=subsets,
 )
-splits = cols[1].multiselect(
+default_splits = [0.5] if saved else [0.0]
+splits = url(
+    cols[1].multiselect,
     "Splits (share of the run on the subset)",
     SPLITS,
-    default=[0.5] if saved else [0.0],
+    default=default_splits,
     format_func=lambda s: f"{round(100 * s)}/{round(100 - 100 * s)}",
     key="train_splits",
+    param="splits",
+    omit=default_splits,
+    options=SPLITS,
+    many=True,
 )
 cols = st.columns(6)
-length = cols[0].radio("Length", ("steps", "time budget"), key="train_length")
+length = url(cols[0].radio, "Length", LENGTHS, key="train_length", param="length", omit=LENGTHS[0], options=LENGTHS)
 if length == "steps":
-    steps = int(cols[1].number_input("Steps", value=200, step=50, key="train_steps"))
+    steps = int(
+        url(cols[1].number_input, "Steps", value=200, step=50, key="train_steps", param="steps", omit=200, parse=int)
+    )
     budget = None
 else:
     steps = None
-    budget = float(cols[1].number_input("Seconds", value=30.0, step=10.0, key="train_budget"))
-batch = int(cols[2].number_input("Batch", min_value=1, value=128, step=32, key="train_batch"))
-seeds = int(cols[3].number_input("Seeds", min_value=1, max_value=20, value=1, key="train_seeds"))
-first_seed = int(cols[4].number_input("First seed", value=0, step=1, key="train_first_seed"))
-evals = int(cols[5].number_input("Evaluations", min_value=0, value=5, key="train_evals"))
+    budget = float(
+        url(
+            cols[1].number_input,
+            "Seconds",
+            value=30.0,
+            step=10.0,
+            key="train_budget",
+            param="seconds",
+            omit=30.0,
+            parse=float,
+        )
+    )
+batch = int(
+    url(
+        cols[2].number_input,
+        "Batch",
+        min_value=1,
+        value=128,
+        step=32,
+        key="train_batch",
+        param="batch",
+        omit=128,
+        parse=int,
+    )
+)
+seeds = int(
+    url(
+        cols[3].number_input,
+        "Seeds",
+        min_value=1,
+        max_value=20,
+        value=1,
+        key="train_seeds",
+        param="seeds",
+        omit=1,
+        parse=int,
+    )
+)
+first_seed = int(
+    url(
+        cols[4].number_input,
+        "First seed",
+        value=0,
+        step=1,
+        key="train_first_seed",
+        param="first_seed",
+        omit=0,
+        parse=int,
+    )
+)
+evals = int(
+    url(cols[5].number_input, "Evaluations", min_value=0, value=5, key="train_evals", param="evals", omit=5, parse=int)
+)
 cols = st.columns([1, 2, 3])
-norm = cols[0].selectbox("Norm", ("batch", "lrn"), key="train_norm")
+norm = url(cols[0].selectbox, "Norm", NORMS, key="train_norm", param="norm", omit=NORMS[0], options=NORMS)
 name = cols[1].text_input("Run label", value="", key="train_name", placeholder="optional")
 count = len(splits) * seeds
 cols[2].caption(
