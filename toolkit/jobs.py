@@ -255,12 +255,15 @@ def list_jobs(
 
 
 def data_arguments(dataset: ImageDataset) -> list[str]:
-    """CLI arguments that load ``dataset`` again in another process (spec, cap, bad files)."""
+    """CLI arguments that load ``dataset`` again in another process (spec, cap, bad files, load options)."""
     args = ["--data", dataset.spec]
     if dataset.max_per_class:
         args += ["--max-per-class", str(dataset.max_per_class)]
     if dataset.skipped_files:
         args += ["--bad-images", "skip"]
+    for key, value in dataset.load_options.items():  # each option is the flag of the same name
+        flag = "--" + key.replace("_", "-")
+        args += [flag] if value is True else [flag, str(value)]
     return args
 
 
