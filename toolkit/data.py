@@ -900,7 +900,7 @@ def decode_progress(report: Callable[[int, int, float], None]) -> Iterator[None]
 
 #: How :func:`decode_entries` words each kind of unusable image, in its error and its notes.
 _UNUSABLE_WORDS = {
-    "unreadable": ("file(s) in {where} are not readable images", "unreadable or non-image file(s)"),
+    "unreadable": ("{noun} in {where} are not readable images", "unreadable or non-image {noun}"),
     "missing": ("listed file(s) of {where} do not exist", "listed file(s) that do not exist"),
     "too-large": (
         "image(s) in {where} exceed the limit of {limit} pixels, possible decompression bombs",
@@ -909,14 +909,21 @@ _UNUSABLE_WORDS = {
 }
 
 
-def refuse_unusable(where: str, bad: dict[str, list[tuple[str, str]]], limit: int | None) -> None:
-    """Raise the one-line error that names unusable images (``{kind: [(name, detail)]}``), if there are any."""
+def refuse_unusable(
+    where: str, bad: dict[str, list[tuple[str, str]]], limit: int | None, noun: str = "file(s)"
+) -> None:
+    """Raise the one-line error that names unusable images (``{kind: [(name, detail)]}``), if there are any.
+
+    ``noun`` is what the names are: ``file(s)``, or ``image(s)`` for rows of a dataset.
+    """
     problems = []
     for kind, items in bad.items():
         if items:
             shown = ", ".join(f"{n}: {d}" if d else n for n, d in items[:3])
             more = f" and {len(items) - 3} more" if len(items) > 3 else ""
-            words = _UNUSABLE_WORDS[kind][0].format(where=where, limit="no" if limit is None else f"{limit:,}")
+            words = _UNUSABLE_WORDS[kind][0].format(
+                where=where, limit="no" if limit is None else f"{limit:,}", noun=noun
+            )
             problems.append(f"{len(items)} {words} ({shown}{more})")
     require(
         not problems,
@@ -984,8 +991,9 @@ def decode_entries(
                 last = time.monotonic()
                 report(len(decoded), len(names), last - start)
     shown_limit = "no" if limit is None else f"{limit:,}"
+    noun = "file(s)" if files else "image(s)"
     if opts.bad_files == "error":
-        refuse_unusable(where, bad, limit)
+        refuse_unusable(where, bad, limit, noun)
     good = [img for img in decoded if img is not None]
     require(bool(good), f"no readable images in {where}")
     channels = 3 if any(img.shape[2] >= 3 for img in good) else 1
@@ -1018,7 +1026,7 @@ def decode_entries(
     for kind, items in bad.items():
         if items:
             listed = ", ".join(f"{n} ({d})" if d else n for n, d in items[:3]) + (", ..." if len(items) > 3 else "")
-            words = _UNUSABLE_WORDS[kind][1].format(limit=shown_limit)
+            words = _UNUSABLE_WORDS[kind][1].format(limit=shown_limit, noun=noun)
             notes.append(f"{len(items)} {words} were skipped: {listed}")
     meta = {
         "class_names": list(class_names),
