@@ -34,7 +34,6 @@ from toolkit.artifacts import atomic_write_json, fingerprint_arrays
 from toolkit.data import load_dataset
 from toolkit.encoders import get_encoder
 from toolkit.errors import SampleSiftError
-from toolkit.jobs import data_arguments
 from toolkit.runs import RunStore
 from toolkit.selection import make_selection
 from toolkit.train import TrainConfig, prepare, train
@@ -762,7 +761,7 @@ def test_max_pixels_sets_the_limit_and_is_recorded(tmp_path: Path) -> None:
     dataset = load_dataset(str(root), workspace=tmp_path / "ws", max_pixels=120)
     assert dataset.num_train == 9 and dataset.load_options == {"max_pixels": 120}
     assert dataset.describe()["load_options"] == {"max_pixels": 120}
-    assert "--max-pixels" in data_arguments(dataset)  # the app's background jobs load the same data
+    assert "--max-pixels" in dataset.cli_arguments()  # the app's background jobs load the same data
 
 
 def test_export_to_a_missing_folder_creates_it(tmp_path: Path, run_cli: RunCli) -> None:

@@ -20,7 +20,6 @@ from PIL import Image
 import toolkit.data as data_module
 from toolkit.data import ImageDataset, load_dataset, load_recorded
 from toolkit.errors import SampleSiftError
-from toolkit.jobs import data_arguments
 from toolkit.runs import RunStore
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -104,7 +103,7 @@ def test_list_without_a_test_split_holds_one_out_seeded_stratified_and_recorded(
     # A run records the options, and loads the same data again from its record.
     record = {**first.describe(), "bad_files": "error"}
     assert load_recorded(record, workspace=ws, owner="run x").fingerprint == first.fingerprint
-    assert data_arguments(first)[-4:] == ["--test-fraction", "0.25", "--test-seed", "1"]
+    assert first.cli_arguments()[-4:] == ["--test-fraction", "0.25", "--test-seed", "1"]
     with pytest.raises(SampleSiftError, match="already has a test split"):
         load_dataset(str(_folder_with_test(tmp_path / "folder")), workspace=ws, test_fraction=0.25)
 

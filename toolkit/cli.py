@@ -634,9 +634,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"samplesift: warning: imported despite: {problem}", file=sys.stderr)
     print(f"imported {selection.size} samples of {dataset.key} as selection {selection.name!r} ({selection.method})")
     print(f"manifest: {selection.path}")
-    cap = f" --max-per-class {dataset.max_per_class}" if dataset.max_per_class else ""
     print(
-        f"train on it: samplesift train --data {dataset.spec}{cap} --selection {selection.name} --split 0.5 --steps N"
+        f"train on it: samplesift train {' '.join(dataset.cli_arguments())} --selection {selection.name} "
+        "--split 0.5 --steps N"
     )
     return 0
 

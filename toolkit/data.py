@@ -240,6 +240,22 @@ class ImageDataset:
             **({"load_options": dict(self.load_options)} if self.load_options else {}),
         }
 
+    def cli_arguments(self) -> list[str]:
+        """The ``samplesift`` arguments that load this data set again: spec, cap, bad-file rule, load options.
+
+        What another process (the app's background jobs) is started with, and what the hints in
+        messages (``make one with samplesift embed --data ...``) show.
+        """
+        args = ["--data", self.spec]
+        if self.max_per_class:
+            args += ["--max-per-class", str(self.max_per_class)]
+        if self.skipped_files:
+            args += ["--bad-images", "skip"]
+        for key, value in self.load_options.items():  # each option is the flag of the same name
+            flag = "--" + key.replace("_", "-")
+            args += [flag] if value is True else [flag, str(value)]
+        return args
+
     def capped(self, max_per_class: int) -> ImageDataset:
         """The first ``max_per_class`` images of every class, in train and in test."""
         require(max_per_class >= 1, f"--max-per-class must be at least 1, got {max_per_class}")

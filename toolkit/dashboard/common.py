@@ -364,7 +364,7 @@ def require_embedding(ctx: Context) -> Embedding:
         st.info(
             f"Data set {ctx.dataset.key} has no embedding yet: make one here (a background "
             f"`samplesift embed` process) or run `samplesift embed --encoder NAME "
-            f"{' '.join(jobs.data_arguments(ctx.dataset))}`."
+            f"{' '.join(ctx.dataset.cli_arguments())}`."
         )
         encoder_panel(ctx)
         st.stop()
