@@ -261,3 +261,12 @@ def test_hf_refusals_name_the_column_and_the_row(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(SampleSiftError, match=r"neither a saved Hugging Face dataset .* nor a folder of .parquet"):
         load_dataset(f"hf:{tmp_path / 'empty'}", workspace=tmp_path / "ws")
+
+
+def test_a_sweep_loads_its_data_with_the_same_options(tmp_path: Path, run_cli) -> None:
+    made = pictures(tmp_path / "imgs", {"a": 4, "b": 4})
+    csv = write_list(tmp_path, [(f"imgs/{rel}", rel[0], None) for rel in made], header="path,label")
+    argv = ["sweep", "--data", f"list:{csv}", "--test-fraction", "0.25", "--selectors", "random", "--sizes", "2"]
+    argv += ["--splits", "0.5", "--steps", "2", "--out", str(tmp_path / "out"), "--dry-run"]
+    code, err = run_cli([*argv, "--workspace", str(tmp_path / "ws")])
+    assert code == 0, err

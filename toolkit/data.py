@@ -410,12 +410,15 @@ def load_dataset(
 
 
 def _refuse_unused_options(spec: str, kind: str, opts: SourceOptions) -> None:
-    """Say so when an option is given that the source never reads, rather than ignore it."""
+    """Say so when an option is given that the source never reads, rather than ignore it.
+
+    ``--max-pixels`` is the exception: a source of decoded arrays has no image to hold to it
+    (so no limit is broken), and the app keeps one limit across the sources it switches between.
+    """
     encoded = not (spec == "digits" or kind == "cifar10" or spec.endswith(".npz"))  # sources of image files
     unused = []
     if not encoded:
         unused += ["--test-fraction"] * (opts.test_fraction is not None)
-        unused += ["--max-pixels"] * (opts.max_pixels is not None)
     if kind != "list":
         unused += ["--allow-outside-root"] * opts.allow_outside_root
     if kind not in ("list", "hf"):
@@ -423,8 +426,8 @@ def _refuse_unused_options(spec: str, kind: str, opts: SourceOptions) -> None:
         unused += ["--label-column"] * (opts.label_column is not None)
     require(
         not unused,
-        f"{', '.join(unused)} does not apply to --data {spec} (--test-fraction and --max-pixels apply to image "
-        "folders, list: and hf: sources; --image-column and --label-column to list: and hf:; "
+        f"{', '.join(unused)} does not apply to --data {spec} (--test-fraction applies to image folders, list: "
+        "and hf: sources; --image-column and --label-column to list: and hf:; "
         "--allow-outside-root to list:); leave it out",
     )
 
