@@ -170,6 +170,14 @@ def test_list_refuses_a_listed_image_twice_and_an_unknown_split(tmp_path: Path) 
         load_dataset(f"list:{typo}", workspace=tmp_path / "ws")
 
 
+def test_list_validation_rows_are_left_out_where_there_is_a_test_split(tmp_path: Path) -> None:
+    pictures(tmp_path / "imgs", {"a": 3})
+    rows = [("imgs/a/0.png", "a", "train"), ("imgs/a/1.png", "a", "test"), ("imgs/a/2.png", "zebra", "validation")]
+    with pytest.warns(UserWarning, match=r"split\(s\) 'validation' are not train or test and were left out"):
+        dataset = load_dataset(f"list:{write_list(tmp_path, rows)}", workspace=tmp_path / "ws")
+    assert dataset.class_names == ("a",) and dataset.num_train == dataset.num_test == 1
+
+
 def test_train_on_a_list_records_its_options_and_resumes_from_them(tmp_path: Path, run_cli) -> None:
     made = pictures(tmp_path / "imgs", {"a": 4, "b": 4})
     csv = write_list(tmp_path, [(f"imgs/{rel}", rel[0], None) for rel in made], header="path,label")

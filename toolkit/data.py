@@ -844,7 +844,7 @@ def _load_image_folder(root: Path, spec: str, ws: Workspace, opts: SourceOptions
     source_key = fingerprint_bytes(DECODER_VERSION, "image-folder", str(root.resolve()), opts.cache_key(), listing)
 
     def decode() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        held_out = hold_out_test(entries, opts, str(root), require_test=False, notes=notes)
+        held_out = hold_out_test(entries, opts, str(root), notes=notes)
         paths = [root / rel for rel, _ in held_out["train"] + held_out["test"]]
         return decode_entries(
             str(root), held_out, lambda i: read_image_file(paths[i]), class_names, opts, notes=notes, files=True
@@ -858,22 +858,22 @@ def hold_out_test(
     opts: SourceOptions,
     where: str,
     *,
-    require_test: bool,
     notes: list[str],
+    missing_test: str | None = None,
 ) -> dict[str, list[tuple[str, int]]]:
     """``entries`` (split -> (name, label)) with a test split held out of train when asked.
 
     With ``opts.test_fraction`` and no test entries, each class gives ``round(fraction x n)``
     of its training entries, drawn with ``opts.test_seed`` (stratified, so every class with
     enough images is tested; the order within each split is kept). Without it, a missing test
-    split is refused when ``require_test``, naming the option; a fraction given to a source
-    that has a test split is refused too, rather than silently ignored.
+    split is refused where ``missing_test`` says how to add one, naming the option too; a
+    fraction given to a source that has a test split is refused, rather than silently ignored.
     """
     if opts.test_fraction is None:
         require(
-            bool(entries["test"]) or not require_test,
-            f"{where} has no test split; give it one (a split column, a test split), or pass --test-fraction F "
-            "(e.g. 0.2) to hold out a seeded share of each class of the training images as the test split",
+            bool(entries["test"]) or missing_test is None,
+            f"{where} has no test split; {missing_test}, or pass --test-fraction F (e.g. 0.2) to hold out "
+            "a seeded share of each class of the training images as the test split",
         )
         return entries
     require(

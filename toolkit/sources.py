@@ -229,7 +229,6 @@ def load_list(csv_path: Path, spec: str, ws: Workspace, opts: SourceOptions) -> 
     def row(i: int) -> str:
         return f"row {i + 2}"  # the CSV's line number: the header is line 1
 
-    labels, class_names = parse_labels(table[label_column].tolist(), row, where, label_column)
     notes: list[str] = []
     if "split" in columns:
         splits = [s.strip() for s in table["split"].tolist()]
@@ -243,16 +242,18 @@ def load_list(csv_path: Path, spec: str, ws: Workspace, opts: SourceOptions) -> 
         notes += role_notes
     else:
         splits, roles = ["train"] * len(table), {"train": "train"}
+    kept = [i for i, split in enumerate(splits) if split in roles]  # rows of a left-out split play no part
+    values = table[label_column].tolist()
+    labels, class_names = parse_labels([values[i] for i in kept], lambda j: row(kept[j]), where, label_column)
 
     root = csv_path.parent.resolve()
     entries: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
     listing = [fingerprint_bytes(content)]
     missing: list[tuple[str, str]] = []
     first_row: dict[str, int] = {}
-    for i, (text, label, split) in enumerate(zip(table[path_column].tolist(), labels, splits, strict=True)):
-        role = roles.get(split)
-        if role is None:
-            continue  # a split that is left out (noted by split_roles)
+    paths = table[path_column].tolist()
+    for i, label in zip(kept, labels, strict=True):
+        text, role = paths[i], roles[splits[i]]
         require(bool(text.strip()), f"{where}: {row(i)} has no path in column {path_column!r}")
         # Lexical: '..' and absolute paths are judged as written (symbolic links inside are the owner's choice).
         full = Path(os.path.normpath(root / Path(text.strip()).expanduser()))
@@ -280,7 +281,7 @@ def load_list(csv_path: Path, spec: str, ws: Workspace, opts: SourceOptions) -> 
     source_key = fingerprint_bytes(DECODER_VERSION, "list", str(csv_path.resolve()), opts.cache_key(), *listing)
 
     def decode() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        held_out = hold_out_test(entries, opts, where, require_test=True, notes=notes)
+        held_out = hold_out_test(entries, opts, where, notes=notes, missing_test="add a split column (train, test)")
         paths = [root / name for name, _ in held_out["train"] + held_out["test"]]
         return decode_entries(
             where, held_out, lambda i: read_image_file(paths[i]), class_names, opts, notes=notes, files=True
@@ -330,7 +331,7 @@ def load_hf(path: Path, spec: str, ws: Workspace, opts: SourceOptions) -> ImageD
         entries: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
         for name, start, stop in zip(used, starts[:-1], starts[1:], strict=True):
             entries[roles[name]] += [(rows[i], int(labels[i])) for i in range(start, stop)]
-        entries = hold_out_test(entries, opts, where, require_test=True, notes=notes)
+        entries = hold_out_test(entries, opts, where, notes=notes, missing_test="save it with a test split")
         blobs = []
         for name in used:
             images = tables[name].column(image_column).combine_chunks()
