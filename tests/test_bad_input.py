@@ -764,6 +764,24 @@ def test_max_pixels_sets_the_limit_and_is_recorded(tmp_path: Path) -> None:
     assert "--max-pixels" in dataset.cli_arguments()  # the app's background jobs load the same data
 
 
+def test_a_raised_max_pixels_lets_pillow_open_what_it_admits(tmp_path: Path, monkeypatch) -> None:
+    """Pillow's own guard refuses above twice its limit: a raised --max-pixels lifts it while decoding, then back.
+
+    Shown at small scale: Pillow's limit set to 50 pixels, BMP images (Pillow decodes them, not torchvision) of 120.
+    """
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
+    root = tmp_path / "imgs"
+    for split in ("train", "test"):
+        (root / split / "a").mkdir(parents=True)
+        for i, array in enumerate(noise((12, 10, 3), 4, count=2)):
+            Image.fromarray(array).save(root / split / "a" / f"{i}.bmp")
+    with pytest.raises(SampleSiftError, match=r"exceed the limit of 50 pixels"):  # the default: Pillow's limit
+        load_dataset(str(root), workspace=tmp_path / "ws")
+    dataset = load_dataset(str(root), workspace=tmp_path / "ws", max_pixels=120)
+    assert dataset.image_shape == (12, 10, 3) and dataset.num_train == 2
+    assert Image.MAX_IMAGE_PIXELS == 50  # put back
+
+
 def test_export_to_a_missing_folder_creates_it(tmp_path: Path, run_cli: RunCli) -> None:
     ws = tmp_path / "ws"
     make_selection(load_dataset("digits", workspace=ws), "random", size=5, name="five", workspace=ws)
