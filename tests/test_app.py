@@ -616,11 +616,13 @@ def test_sidebar_edits_wait_for_load_and_the_url_restores_the_choice(
     assert again.selectbox(key="embedding").value == "autoencoder"
     assert again.selectbox(key="emb_color").value == "dimension"
     capped = AppTest.from_file(str(APP), default_timeout=120)
-    for key, value in {"source": "digits", "cap": "30", "workspace": str(fresh_workspace / "other")}.items():
+    restored = {"source": "digits", "cap": "30", "workspace": str(fresh_workspace / "other"), "maxpx": "4000000"}
+    for key, value in restored.items():
         capped.query_params[key] = value
     capped.run()
     assert_clean(capped)
     assert capped.number_input(key="max_per_class").value == 30
+    assert capped.number_input(key="max_pixels").value == 4_000_000 and capped.query_params["maxpx"] == "4000000"
     assert [m.value for m in capped.metric][:2] == ["300", "300"]
     assert capped.text_input(key="workspace").value == str(fresh_workspace / "other")
     assert capped.query_params["workspace"] == str(fresh_workspace / "other")
@@ -692,6 +694,9 @@ def test_errors_name_the_app_controls_not_cli_flags(workspace: Path, tmp_path: P
         "*Samples K* must be between 1 and 5; *Seed* too"
     )
     assert "Data page" in app_message("data set d has no embedding yet; make one with `samplesift embed --data d`")
+    too_large = "1 image(s) in x exceed the limit of 9 pixels, ...; fix or remove them, or pass --bad-images skip to "
+    too_large += "leave them out (or --max-pixels N to raise the limit)"
+    assert app_message(too_large).endswith("(or raise *Most pixels per image* in the sidebar)")
 
 
 def test_figure_notes_sit_below_the_axis_titles_and_counts_are_singular(

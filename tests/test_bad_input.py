@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import struct
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ import pytest
 import torch
 from PIL import Image
 
+import toolkit.data as data_module
 from toolkit.artifacts import atomic_write_json, fingerprint_arrays
 from toolkit.data import load_dataset
 from toolkit.encoders import get_encoder
@@ -59,6 +62,36 @@ def write_folder(
 def noise(shape: tuple[int, ...], seed: int, count: int = 4) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(count)]
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def decompression_bomb(side: int = 20_000) -> bytes:
+    """A valid black 8-bit grayscale PNG of ``side`` x ``side``: ~0.4 MB that decodes to ``side**2`` bytes.
+
+    Made in a fraction of a second without holding the pixels: one compressed block of 100 rows,
+    ended with a full flush (byte-aligned, no history), is repeated as often as the rows need.
+    8-bit grayscale is what torchvision's decoder (which has no pixel limit) takes itself.
+    """
+    rows_per_block = 100
+    block = bytes(1 + side) * rows_per_block  # each row: filter byte 0, then black pixels
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    piece = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    checksum = 1
+    for _ in range(side // rows_per_block):
+        checksum = zlib.adler32(block, checksum)
+    stream = b"\x78\xda" + piece * (side // rows_per_block) + compressor.flush() + struct.pack(">I", checksum)
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", stream) + _png_chunk(b"IEND", b"")
+
+
+def test_the_decompression_bomb_is_a_valid_png(tmp_path: Path) -> None:
+    small = tmp_path / "small.png"
+    small.write_bytes(decompression_bomb(300))
+    with Image.open(small) as image:
+        assert image.size == (300, 300) and np.asarray(image).max() == 0
 
 
 # --------------------------------------------------------------------------- the workspace
@@ -182,6 +215,47 @@ def _npz_no_test(ws: Path, tmp: Path) -> list[str]:
     arrays = _npz_arrays()
     arrays["test_images"], arrays["test_labels"] = arrays["test_images"][:0], arrays["test_labels"][:0]
     return ["train", "--data", _npz(ws, tmp, **arrays), "--steps", "2"]
+
+
+def _bomb_in_folder(ws: Path, tmp: Path) -> list[str]:
+    root = write_folder(tmp / "imgs", {"a": noise((8, 8, 3), 0), "b": noise((8, 8, 3), 1)})
+    (root / "train" / "b" / "bomb.png").write_bytes(decompression_bomb())
+    return ["select", "--data", str(root), "--method", "random", "--size", "2"]
+
+
+def _list_csv(tmp: Path, rows: list[str], header: str = "path,label,split") -> str:
+    """``list:CSV`` over two classes of 8 x 8 PNGs under ``tmp/imgs`` (a/0.png ... b/3.png)."""
+    write_folder(tmp / "imgs", {"a": noise((8, 8, 3), 0), "b": noise((8, 8, 3), 1)}, test={})
+    (tmp / "list.csv").write_text("\n".join([header, *rows]) + "\n")
+    return f"list:{tmp / 'list.csv'}"
+
+
+def _list_case(rows: list[str], header: str = "path,label,split") -> Callable[[Path, Path], list[str]]:
+    good = ["imgs/train/a/0.png,a,train", "imgs/train/b/0.png,b,train", "imgs/train/a/1.png,a,test"]
+    return lambda ws, tmp: [
+        "select",
+        "--data",
+        _list_csv(tmp, good + rows, header),
+        "--method",
+        "random",
+        "--size",
+        "2",
+    ]
+
+
+def _hf_without_images(ws: Path, tmp: Path) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp / "hf").mkdir()
+    for split in ("train", "test"):
+        pq.write_table(pa.table({"text": ["a", "b"], "label": [0, 1]}), tmp / "hf" / f"{split}.parquet")
+    return ["select", "--data", f"hf:{tmp / 'hf'}", "--method", "random", "--size", "1"]
+
+
+def _out_under_a_file(ws: Path, tmp: Path) -> list[str]:
+    (tmp / "a-file").write_text("x")
+    return ["export", "--selection", "topk50", "--format", "csv", "--out", str(tmp / "a-file" / "x.csv")]
 
 
 def _workspace_file(ws: Path, tmp: Path) -> list[str]:
@@ -310,6 +384,62 @@ CASES = [
     Case("npz-pickled-objects", "files", _npz_object_array, "allow_pickle=False"),
     Case("npz-no-test-images", "files", _npz_no_test, "has no test images"),
     Case("not-an-npz", "files", lambda ws, tmp: ["train", "--data", __file__, "--steps", "2"], "not an .npz archive"),
+    Case(
+        "decompression-bomb",
+        "files",
+        _bomb_in_folder,
+        r"1 image\(s\) in .* exceed the limit of [\d,]+ pixels, .*train/b/bomb.png: 20000 x 20000.*--max-pixels",
+    ),
+    Case(
+        "list-missing-path",
+        "files",
+        _list_case(["imgs/train/b/nope.png,b,train"]),
+        r"1 listed file\(s\) of list:.* do not exist \(imgs/train/b/nope.png\).*--bad-images skip",
+    ),
+    Case(
+        "list-outside-root",
+        "files",
+        _list_case(["../elsewhere.png,a,train"]),
+        r"row 5 names ../elsewhere.png, outside the list's folder .*--allow-outside-root",
+    ),
+    Case(
+        "list-fractional-labels",
+        "files",
+        lambda ws, tmp: [
+            "select",
+            "--data",
+            _list_csv(tmp, ["imgs/train/a/0.png,0,train", "imgs/train/b/0.png,0.5,test"]),
+            "--method",
+            "random",
+            "--size",
+            "1",
+        ],
+        r"row 3 has '0.5', a number that is not whole in label column 'label'; labels must be whole numbers",
+    ),
+    Case(
+        "list-no-path-column",
+        "files",
+        _list_case([], header="picture,label,split"),
+        r"has no image path column \(looked for path, .*columns: picture, label, split\); name it with --image-column",
+    ),
+    Case(
+        "list-no-test-split",
+        "files",
+        lambda ws, tmp: [
+            "select",
+            "--data",
+            _list_csv(tmp, ["imgs/train/a/0.png,a", "imgs/train/b/0.png,b"], "path,label"),
+            "--method",
+            "random",
+            "--size",
+            "1",
+        ],
+        r"has no test split; .*--test-fraction",
+    ),
+    Case(
+        "hf-no-image-column", "files", _hf_without_images, r"has no image column \(its columns: text \(string\), label"
+    ),
+    Case("export-out-under-a-file", "files", _out_under_a_file, r"lies under .*a-file, which is a file, not a folder"),
     # arguments
     Case("steps-zero", "arguments", _args("train", "--steps", "0"), "--steps must be a positive whole number"),
     Case("no-length", "arguments", _args("train"), "exactly one of --steps or --time-budget"),
@@ -350,6 +480,19 @@ CASES = [
     Case("resume-traversal", "arguments", _args("train", "--resume", "../../etc"), "run id '../../etc' is not allowed"),
     Case("workspace-is-a-file", "arguments", _workspace_file, "is a file, not a folder"),
     Case("bad-images-choice", "arguments", _args("train", "--steps", "2", "--bad-images", "maybe"), "invalid choice"),
+    Case("max-pixels-zero", "arguments", _args("train", "--steps", "2", "--max-pixels", "0"), "must be positive"),
+    Case(
+        "test-fraction-one",
+        "arguments",
+        _args("select", "--method", "random", "--size", "5", "--data", "/tmp", "--test-fraction", "1"),
+        r"--test-fraction must be between 0 and 1",
+    ),
+    Case(
+        "test-fraction-on-digits",
+        "arguments",
+        _args("select", "--method", "random", "--size", "5", "--test-fraction", "0.2"),
+        r"--test-fraction does not apply to --data digits",
+    ),
     Case(
         "reconstruct-index",
         "arguments",
@@ -585,3 +728,64 @@ def test_an_image_folder_without_test_images_loads_and_training_says_why_not(tmp
     with pytest.raises(SampleSiftError, match="has no test images"):
         train(dataset, TrainConfig(steps=2, batch=4), workspace=tmp_path / "ws", progress=False)
     assert not (tmp_path / "ws" / "runs").exists()
+
+
+def test_a_decompression_bomb_is_skipped_and_listed_without_being_decoded(tmp_path: Path, monkeypatch) -> None:
+    root = write_folder(tmp_path / "imgs", {"a": noise((8, 8, 3), 0), "b": noise((8, 8, 3), 1)})
+    bomb = decompression_bomb()
+    (root / "train" / "b" / "bomb.png").write_bytes(bomb)
+    real_decode = data_module._decode_image
+
+    def decode(raw: np.ndarray) -> np.ndarray:
+        assert len(raw) != len(bomb), "the bomb reached the decoder"
+        return real_decode(raw)
+
+    monkeypatch.setattr(data_module, "_decode_image", decode)
+    with pytest.warns(
+        UserWarning, match=r"1 image\(s\) above the limit of [\d,]+ pixels were skipped: .*20000 x 20000"
+    ):
+        dataset = load_dataset(str(root), workspace=tmp_path / "ws", bad_files="skip")
+    assert dataset.skipped_files == ("train/b/bomb.png",)
+    assert dataset.num_train == 8 and "train/b/bomb.png" not in dataset.train_files
+
+
+def test_max_pixels_sets_the_limit_and_is_recorded(tmp_path: Path) -> None:
+    root = write_folder(
+        tmp_path / "imgs", {"a": noise((8, 8, 3), 0), "b": noise((8, 8, 3), 1) + noise((12, 10, 3), 2, 1)}
+    )
+    with pytest.raises(
+        SampleSiftError,
+        match=r"2 image\(s\) in .* exceed the limit of 100 pixels, .* \(train/b/4.png: 10 x 12 = 120 pixels, test/b/4",
+    ):
+        load_dataset(str(root), workspace=tmp_path / "ws", max_pixels=100)
+    dataset = load_dataset(str(root), workspace=tmp_path / "ws", max_pixels=120)
+    assert dataset.num_train == 9 and dataset.load_options == {"max_pixels": 120}
+    assert dataset.describe()["load_options"] == {"max_pixels": 120}
+    assert "--max-pixels" in dataset.cli_arguments()  # the app's background jobs load the same data
+
+
+def test_a_raised_max_pixels_lets_pillow_open_what_it_admits(tmp_path: Path, monkeypatch) -> None:
+    """Pillow's own guard refuses above twice its limit: a raised --max-pixels lifts it while decoding, then back.
+
+    Shown at small scale: Pillow's limit set to 50 pixels, BMP images (Pillow decodes them, not torchvision) of 120.
+    """
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
+    root = tmp_path / "imgs"
+    for split in ("train", "test"):
+        (root / split / "a").mkdir(parents=True)
+        for i, array in enumerate(noise((12, 10, 3), 4, count=2)):
+            Image.fromarray(array).save(root / split / "a" / f"{i}.bmp")
+    with pytest.raises(SampleSiftError, match=r"exceed the limit of 50 pixels"):  # the default: Pillow's limit
+        load_dataset(str(root), workspace=tmp_path / "ws")
+    dataset = load_dataset(str(root), workspace=tmp_path / "ws", max_pixels=120)
+    assert dataset.image_shape == (12, 10, 3) and dataset.num_train == 2
+    assert Image.MAX_IMAGE_PIXELS == 50  # put back
+
+
+def test_export_to_a_missing_folder_creates_it(tmp_path: Path, run_cli: RunCli) -> None:
+    ws = tmp_path / "ws"
+    make_selection(load_dataset("digits", workspace=ws), "random", size=5, name="five", workspace=ws)
+    out = tmp_path / "new" / "deeper" / "five.csv"
+    code, err = run_cli(["export", "--selection", "five", "--format", "csv", "--out", str(out), "--workspace", str(ws)])
+    assert code == 0, err
+    assert len(out.read_text().splitlines()) == 6  # a header and five rows

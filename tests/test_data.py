@@ -54,10 +54,10 @@ def test_image_folder_loads_and_is_cached(tmp_path: Path, digits: ImageDataset, 
     expected = np.asarray(Image.open(root / first.train_files[index]))
     assert np.array_equal(first.train_images[index][..., 0], expected)
 
-    def no_decoding(path: str) -> np.ndarray:
+    def no_decoding(raw: np.ndarray) -> np.ndarray:
         raise AssertionError("a cached source was decoded again")
 
-    monkeypatch.setattr(data_module, "_decode_file", no_decoding)
+    monkeypatch.setattr(data_module, "_decode_image", no_decoding)
     second = load_dataset(str(root), workspace=workspace)
     assert second.fingerprint == first.fingerprint
     assert np.array_equal(second.train_images, first.train_images)

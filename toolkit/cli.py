@@ -1,8 +1,9 @@
 """The ``samplesift`` command line: a thin layer over the toolkit's Python API.
 
 Every command takes ``--workspace DIR`` (default ``$SAMPLESIFT_WORKSPACE``, else
-``./workspace``) and ``--data SPEC`` (a folder path, an ``.npz`` path, ``cifar10`` or
-``digits``, the default). Problems the user can fix print one line starting with
+``./workspace``) and ``--data SPEC`` (a folder path, an ``.npz`` path, ``list:FILE.csv``,
+``hf:PATH``, ``cifar10`` or ``digits``, the default) with the options of how its files are read
+(``--bad-images``, ``--max-pixels``, ``--test-fraction``, ...). Problems the user can fix print one line starting with
 ``samplesift: error:`` and exit with status 2; an interrupted command exits with 130.
 """
 
@@ -78,15 +79,46 @@ def _common(parser: argparse.ArgumentParser, data: bool = True) -> None:
         parser.add_argument(
             "--data",
             default="digits",
-            help="data spec: an image folder with train/ and test/, an .npz file, cifar10[:ROOT] or digits (default)",
+            help="data spec: an image folder with train/ and test/, an .npz file, list:FILE.csv (image paths and "
+            "labels), hf:PATH (a saved Hugging Face dataset or parquet folder), cifar10[:ROOT] or digits (default)",
         )
         parser.add_argument("--max-per-class", type=_positive_int, help="keep only the first N images of each class")
-        parser.add_argument(
-            "--bad-images",
-            choices=("error", "skip"),
-            default="error",
-            help="unreadable files in an image folder: refuse the folder (default) or skip and list them",
-        )
+        _source_options(parser)
+
+
+def _source_options(parser: argparse.ArgumentParser) -> None:
+    """How a source's files are read (``toolkit.data.SourceOptions``); each flag is its option's name."""
+    parser.add_argument(
+        "--bad-images",
+        choices=("error", "skip"),
+        default="error",
+        help="unreadable, missing or too large images: refuse the source (default) or skip and list them",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        help="most pixels (width x height) an image may have, read from its header before decoding "
+        "(default: Pillow's limit, 89,478,485); larger ones are refused, or skipped with --bad-images skip",
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=_number,
+        help="for a source without a test split: hold out this share of each class's training images as one",
+    )
+    parser.add_argument("--test-seed", type=int, default=0, help="seed of the --test-fraction hold-out (default 0)")
+    parser.add_argument(
+        "--allow-outside-root", action="store_true", help="list: let the CSV name images outside its own folder"
+    )
+    parser.add_argument("--image-column", help="list:, hf: the image (path) column (default: found by name or type)")
+    parser.add_argument("--label-column", help="list:, hf: the label column (default: found by name or type)")
+
+
+def _source_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``load_dataset`` keywords of the flags :func:`_source_options` adds."""
+    from toolkit.data import LOAD_OPTIONS
+
+    given = {key: getattr(args, key) for key in LOAD_OPTIONS if getattr(args, key) is not None}
+    return {"bad_files": args.bad_images, **given}
 
 
 def _device(parser: argparse.ArgumentParser) -> None:
@@ -199,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(runs, data=False)
     runs.add_argument("--data", help="only runs on this data spec")
     runs.add_argument("--max-per-class", type=_positive_int)
+    _source_options(runs)
     runs.add_argument("--kind", choices=("train", "embed"), help="only classifier runs, or only embedding runs")
     runs.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
@@ -328,8 +361,8 @@ def _load(args: argparse.Namespace) -> ImageDataset:
         args.data,
         workspace=args.workspace,
         max_per_class=args.max_per_class,
-        bad_files=args.bad_images,
         progress=sys.stderr.isatty(),
+        **_source_kwargs(args),
     )
 
 
@@ -548,7 +581,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.data:
         from toolkit.data import load_dataset
 
-        dataset_key = load_dataset(args.data, workspace=args.workspace, max_per_class=args.max_per_class).key
+        dataset_key = load_dataset(
+            args.data, workspace=args.workspace, max_per_class=args.max_per_class, **_source_kwargs(args)
+        ).key
     table = list_runs(args.workspace, dataset=dataset_key, kind=args.kind)
     if args.format == "csv":
         print(table.to_csv(index=False), end="")
@@ -604,9 +639,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"samplesift: warning: imported despite: {problem}", file=sys.stderr)
     print(f"imported {selection.size} samples of {dataset.key} as selection {selection.name!r} ({selection.method})")
     print(f"manifest: {selection.path}")
-    cap = f" --max-per-class {dataset.max_per_class}" if dataset.max_per_class else ""
     print(
-        f"train on it: samplesift train --data {dataset.spec}{cap} --selection {selection.name} --split 0.5 --steps N"
+        f"train on it: samplesift train {' '.join(dataset.cli_arguments())} --selection {selection.name} "
+        "--split 0.5 --steps N"
     )
     return 0
 
@@ -621,6 +656,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         name=args.name,
         data=args.data,
         max_per_class=args.max_per_class,
+        data_options=_source_kwargs(args),
         embedding=args.embedding,
         pairs=args.pairs,
         grid={

@@ -15,10 +15,23 @@ A *data spec* names where images come from:
 ``path/to/file.npz``
     a NumPy archive with ``train_images``/``test_images`` (uint8, N x H x W x C or N x H x W),
     ``train_labels``/``test_labels`` (integers) and optionally ``class_names``.
+``list:FILE.csv``
+    a CSV of image paths and labels (see :mod:`toolkit.sources`).
+``hf:PATH``
+    a Hugging Face ``datasets`` dataset saved with ``save_to_disk``, or a folder of parquet
+    files (see :mod:`toolkit.sources`).
 
 Decoding happens once per source version: the arrays are cached under
 ``<workspace>/cache/datasets`` keyed by a fingerprint of the source (every file's path, size
-and modification time), so a changed source is decoded again and never served stale.
+and modification time) and of the options that change what is decoded, so a changed source
+is decoded again and never served stale.
+
+Every encoded image (image folders, ``list:`` and ``hf:``) goes through one pipeline
+(:func:`decode_entries`): its size is read from its header before it is decoded, and an
+image above the pixel limit (``max_pixels``, default Pillow's ``Image.MAX_IMAGE_PIXELS``) is
+refused or, with ``bad_files="skip"``, left out and listed, as unreadable files are. A source
+without a test split gets one only on request (``test_fraction``), held out seeded and
+stratified by class, and recorded.
 
 Every loaded :class:`ImageDataset` carries a *content* fingerprint of its arrays. Embeddings,
 selections and runs record it, and refuse to mix artifacts from different data.
@@ -26,6 +39,7 @@ selections and runs record it, and refuse to mix artifacts from different data.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import threading
@@ -49,16 +63,91 @@ from toolkit.artifacts import (
     read_json,
     safe_name,
 )
-from toolkit.errors import SampleSiftError, require
+from toolkit.errors import SampleSiftError, is_real, is_whole, require
 from toolkit.workspace import Workspace, as_workspace
 
 #: Bump when decoding changes, so caches written by older code are not reused.
 #: 2: palette and 16-bit PNGs and CMYK JPEGs are converted to colours (1 decoded them raw).
-DECODER_VERSION = "2"
+#: 3: images above the pixel limit are refused or skipped (2 decoded them, however large).
+DECODER_VERSION = "3"
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 )
 BadFiles = Literal["error", "skip"]
+#: Load options a data set records when they are set, so that a run resumed in another process
+#: (:func:`load_recorded`) or a job started by the app loads exactly the same data. Each is also
+#: the CLI flag of the same name (``max_pixels`` is ``--max-pixels``).
+LOAD_OPTIONS = ("max_pixels", "test_fraction", "test_seed", "allow_outside_root", "image_column", "label_column")
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How a source's files become a data set, beyond the spec and the per-class cap.
+
+    Attributes:
+        bad_files: unusable images (unreadable, missing, above the pixel limit): ``"error"``
+            refuses the source naming them, ``"skip"`` leaves them out and lists them.
+        max_pixels: the most pixels (width x height) an image may have, read from its header
+            before decoding; ``None`` is Pillow's limit (``Image.MAX_IMAGE_PIXELS``).
+        test_fraction: for a source without a test split, the share of each class's training
+            images held out as the test split; ``None`` refuses such a source, naming the option.
+        test_seed: the seed of that hold-out.
+        allow_outside_root: ``list:`` only, let the CSV name images outside its own folder.
+        image_column, label_column: ``list:`` and ``hf:`` only, the columns to read (default:
+            found by name or type).
+        progress: show a progress bar while decoding.
+    """
+
+    bad_files: BadFiles = "error"
+    max_pixels: int | None = None
+    test_fraction: float | None = None
+    test_seed: int = 0
+    allow_outside_root: bool = False
+    image_column: str | None = None
+    label_column: str | None = None
+    progress: bool = False
+
+    def validate(self) -> None:
+        require(self.bad_files in ("error", "skip"), f"bad_files must be 'error' or 'skip', got {self.bad_files!r}")
+        require(
+            self.max_pixels is None or (is_whole(self.max_pixels) and self.max_pixels >= 1),
+            f"--max-pixels must be a positive whole number, got {self.max_pixels!r}",
+        )
+        require(
+            self.test_fraction is None or (is_real(self.test_fraction) and 0 < float(self.test_fraction) < 1),
+            f"--test-fraction must be between 0 and 1 (exclusive), got {self.test_fraction!r}",
+        )
+        require(
+            is_whole(self.test_seed) and self.test_seed >= 0,
+            f"--test-seed must be a whole number of at least 0, got {self.test_seed!r}",
+        )
+
+    def recorded(self) -> dict[str, Any]:
+        """The :data:`LOAD_OPTIONS` set away from their defaults (the seed only with a fraction)."""
+        values = {
+            "max_pixels": self.max_pixels,
+            "test_fraction": self.test_fraction,
+            "test_seed": self.test_seed if self.test_fraction is not None else None,
+            "allow_outside_root": self.allow_outside_root or None,
+            "image_column": self.image_column,
+            "label_column": self.label_column,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+    def pixel_limit(self) -> int | None:
+        """``max_pixels``, else Pillow's limit as it stands (``None`` if Pillow's check is off)."""
+        if self.max_pixels is not None:
+            return int(self.max_pixels)
+        from PIL import Image
+
+        with _PILLOW_LIMIT_LOCK:  # not while another decode has raised it (see _pillow_admits)
+            return Image.MAX_IMAGE_PIXELS
+
+    def cache_key(self) -> str:
+        """The part of a source's cache key that these options change (what gets decoded)."""
+        return f"bad={self.bad_files};max_pixels={self.pixel_limit()};" + ";".join(
+            f"{k}={v}" for k, v in sorted(self.recorded().items()) if k != "max_pixels"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,8 +164,10 @@ class ImageDataset:
         fingerprint: content hash of the arrays and class names (after any cap).
         train_files, test_files: source file of each image, relative to ``source``, where the
             data set has files.
-        skipped_files: files left out while decoding (with the reason), when skipping is on.
+        skipped_files: files left out while decoding, when skipping is on (the notes give the reasons).
         max_per_class: the per-class cap this data set was cut to, if any.
+        notes: what loading changed or left out, in words.
+        load_options: the :data:`LOAD_OPTIONS` it was loaded with (see :meth:`SourceOptions.recorded`).
     """
 
     name: str
@@ -93,6 +184,7 @@ class ImageDataset:
     skipped_files: tuple[str, ...] = ()
     max_per_class: int | None = None
     notes: tuple[str, ...] = field(default=())
+    load_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -144,7 +236,25 @@ class ImageDataset:
             "image_shape": list(self.image_shape),
             "class_names": list(self.class_names),
             "max_per_class": self.max_per_class,
+            # Only when set, so the records of data loaded without options stay as they were.
+            **({"load_options": dict(self.load_options)} if self.load_options else {}),
         }
+
+    def cli_arguments(self) -> list[str]:
+        """The ``samplesift`` arguments that load this data set again: spec, cap, bad-file rule, load options.
+
+        What another process (the app's background jobs) is started with, and what the hints in
+        messages (``make one with samplesift embed --data ...``) show.
+        """
+        args = ["--data", self.spec]
+        if self.max_per_class:
+            args += ["--max-per-class", str(self.max_per_class)]
+        if self.skipped_files:
+            args += ["--bad-images", "skip"]
+        for key, value in self.load_options.items():  # each option is the flag of the same name
+            flag = "--" + key.replace("_", "-")
+            args += [flag] if value is True else [flag, str(value)]
+        return args
 
     def capped(self, max_per_class: int) -> ImageDataset:
         """The first ``max_per_class`` images of every class, in train and in test."""
@@ -218,64 +328,127 @@ def load_dataset(
     max_per_class: int | None = None,
     bad_files: BadFiles = "error",
     progress: bool = False,
+    max_pixels: int | None = None,
+    test_fraction: float | None = None,
+    test_seed: int = 0,
+    allow_outside_root: bool = False,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> ImageDataset:
     """Load a data set from a spec (see the module docstring), decoding at most once.
 
     Args:
-        spec: ``digits``, ``cifar10[:ROOT]``, an image-folder path or an ``.npz`` path.
+        spec: ``digits``, ``cifar10[:ROOT]``, an image-folder path, an ``.npz`` path,
+            ``list:FILE.csv`` or ``hf:PATH``.
         workspace: where the decode cache (and torchvision downloads) live.
         max_per_class: keep only the first N images of each class (train and test): quick
             subsets for trying things out.
-        bad_files: what to do with unreadable, truncated or non-image files in an image
-            folder: ``"error"`` refuses the folder and names them, ``"skip"`` leaves them out
-            and lists them in :attr:`ImageDataset.skipped_files`.
+        bad_files: what to do with unusable images (unreadable, truncated, non-image, missing
+            or above the pixel limit): ``"error"`` refuses the source and names them, ``"skip"``
+            leaves them out and lists them in :attr:`ImageDataset.skipped_files`.
         progress: show a progress bar while decoding.
+        max_pixels, test_fraction, test_seed, allow_outside_root, image_column, label_column:
+            see :class:`SourceOptions`. The ones that are set are recorded in
+            :attr:`ImageDataset.load_options`.
 
     Raises:
-        SampleSiftError: the source is missing, empty, malformed or (with
-            ``bad_files="error"``) holds files that cannot be decoded.
+        SampleSiftError: the source is missing, empty, malformed, lacks a test split (without
+            ``test_fraction``) or (with ``bad_files="error"``) holds unusable images.
     """
-    require(bad_files in ("error", "skip"), f"bad_files must be 'error' or 'skip', got {bad_files!r}")
+    opts = SourceOptions(
+        bad_files=bad_files,
+        max_pixels=max_pixels,
+        test_fraction=test_fraction,
+        test_seed=test_seed,
+        allow_outside_root=allow_outside_root,
+        image_column=image_column,
+        label_column=label_column,
+        progress=progress,
+    )
+    opts.validate()
     ws = as_workspace(workspace)
     spec = str(spec).strip()
-    require(bool(spec), "the data spec is empty; use digits, cifar10, a folder path or an .npz path")
+    require(
+        bool(spec), "the data spec is empty; use digits, cifar10, a folder path, an .npz path, list:FILE.csv or hf:PATH"
+    )
+    kind, _, rest = spec.partition(":")
+    _refuse_unused_options(spec, kind, opts)
     if spec == "digits":
         dataset = _load_digits()
-    elif spec == "cifar10" or spec.startswith("cifar10:"):
-        root = Path(spec.partition(":")[2] or ws.downloads_dir).expanduser()
+    elif kind == "cifar10":
+        root = Path(rest or ws.downloads_dir).expanduser()
         dataset = _load_torchvision_cifar10(root, spec, ws, download=True, progress=progress)
+    elif kind in ("list", "hf"):
+        require(bool(rest), f"--data {spec} names nothing; give list:FILE.csv or hf:PATH")
+        from toolkit import sources
+
+        load = sources.load_list if kind == "list" else sources.load_hf
+        dataset = load(Path(rest).expanduser(), spec, ws, opts)
     else:
         path = Path(spec).expanduser()
         if not path.exists():
             raise SampleSiftError(
                 f"data path {path} does not exist; give an image folder with train/ and test/, "
-                "an .npz file, 'cifar10' or 'digits'"
+                "an .npz file, list:FILE.csv, hf:PATH, 'cifar10' or 'digits'"
             )
         if path.is_file():
             require(
                 path.suffix == ".npz",
-                f"data file {path} is not an .npz archive; give an image folder, an .npz file, 'cifar10' or 'digits'",
+                f"data file {path} is not an .npz archive; give an image folder, an .npz file, "
+                "list:FILE.csv for a CSV of image paths and labels, 'cifar10' or 'digits'",
             )
             dataset = _load_npz(path, spec, ws)
         elif (path / "cifar-10-batches-py").is_dir():
             dataset = _load_torchvision_cifar10(path, spec, ws, download=False, progress=progress)
         else:
-            dataset = _load_image_folder(path, spec, ws, bad_files=bad_files, progress=progress)
+            dataset = _load_image_folder(path, spec, ws, opts)
+    if opts.recorded():
+        dataset = replace(dataset, load_options=opts.recorded())
     if max_per_class is not None:
         dataset = dataset.capped(int(max_per_class))
     return dataset
+
+
+def _refuse_unused_options(spec: str, kind: str, opts: SourceOptions) -> None:
+    """Say so when an option is given that the source never reads, rather than ignore it.
+
+    ``--max-pixels`` is the exception: a source of decoded arrays has no image to hold to it
+    (so no limit is broken), and the app keeps one limit across the sources it switches between.
+    """
+    encoded = not (spec == "digits" or kind == "cifar10" or spec.endswith(".npz"))  # sources of image files
+    unused = []
+    if not encoded:
+        unused += ["--test-fraction"] * (opts.test_fraction is not None)
+    if kind != "list":
+        unused += ["--allow-outside-root"] * opts.allow_outside_root
+    if kind not in ("list", "hf"):
+        unused += ["--image-column"] * (opts.image_column is not None)
+        unused += ["--label-column"] * (opts.label_column is not None)
+    require(
+        not unused,
+        f"{', '.join(unused)} does not apply to --data {spec} (--test-fraction applies to image folders, list: "
+        "and hf: sources; --image-column and --label-column to list: and hf:; "
+        "--allow-outside-root to list:); leave it out",
+    )
 
 
 # --------------------------------------------------------------------------- digits
 
 
 def load_recorded(record: dict[str, Any], *, workspace: Workspace | str | Path | None, owner: str) -> ImageDataset:
-    """The data set ``owner`` (a run) recorded: its spec, cap and bad-file rule, refused if its content changed."""
+    """The data set ``owner`` (a run) recorded: its spec, cap, bad-file rule and load options, refused if its
+    content changed."""
+    options = record.get("load_options") or {}
+    require(
+        isinstance(options, dict) and set(options) <= set(LOAD_OPTIONS),
+        f"the data record of {owner} was edited or damaged: load_options must hold only {', '.join(LOAD_OPTIONS)}",
+    )
     dataset = load_dataset(
         record["spec"],
         workspace=workspace,
         max_per_class=record.get("max_per_class"),
         bad_files=record.get("bad_files", "error"),
+        **options,
     )
     require(
         dataset.fingerprint == record["fingerprint"],
@@ -382,7 +555,7 @@ def _load_torchvision_cifar10(root: Path, spec: str, ws: Workspace, *, download:
         if not download:
             raise SampleSiftError(f"{root} holds no cifar-10-batches-py folder")
         _download_cifar10(root)
-    listing = _listing(batches, sorted(p for p in batches.iterdir() if p.is_file()))
+    listing = file_listing(batches, sorted(p for p in batches.iterdir() if p.is_file()))
     source_key = fingerprint_bytes(DECODER_VERSION, "torchvision-cifar10", str(batches.resolve()), listing)
 
     def decode() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -404,7 +577,7 @@ def _load_torchvision_cifar10(root: Path, spec: str, ws: Workspace, *, download:
         }
         return arrays, {"class_names": list(train.classes)}
 
-    return _cached(ws, "cifar10", spec, str(root.resolve()), source_key, decode)
+    return cached_decode(ws, "cifar10", spec, str(root.resolve()), source_key, decode)
 
 
 def _download_cifar10(root: Path) -> None:
@@ -452,7 +625,7 @@ def _scan_split(split_dir: Path) -> tuple[list[str], dict[str, list[tuple[str, i
     return sorted(loose), dict(sorted(classes.items()))
 
 
-def _listing(base: Path, files: list[Path]) -> str:
+def file_listing(base: Path, files: list[Path]) -> str:
     """Path, size and mtime of every file: the input of a source fingerprint."""
     lines = []
     for file in files:
@@ -478,16 +651,104 @@ def _torchvision_decodes_faithfully(head: bytes) -> bool:
     return head.startswith(_PNG_MAGIC) and len(head) >= 26 and head[24] == 8 and head[25] != 3
 
 
-def _decode_file(path: str) -> np.ndarray:
-    """Decode one image file to H x W x C uint8, C in {1, 2, 3, 4}; raise on failure."""
-    import torch
-    from torchvision.io import ImageReadMode, decode_image, read_file
+class UnusableImage(Exception):
+    """One image that cannot go into the data set; ``kind`` is what :func:`decode_entries` reports.
 
-    data = read_file(path)
-    head = bytes(data[:26].numpy())
+    Kinds: ``unreadable`` (not an image, truncated, an I/O error), ``missing`` (a listed file
+    that does not exist) and ``too-large`` (above the pixel limit; ``detail`` says its size).
+    """
+
+    def __init__(self, kind: Literal["unreadable", "missing", "too-large"], detail: str = "") -> None:
+        super().__init__(kind, detail)
+        self.kind = kind
+        self.detail = detail
+
+
+_PILLOW_LIMIT_LOCK = threading.RLock()  # re-entrant: a thread that raised the limit may read it
+
+
+@contextmanager
+def _pillow_admits(limit: int | None) -> Iterator[None]:
+    """While active, Pillow opens images of up to ``limit`` pixels.
+
+    Our header check (:func:`_check_pixels`) is the guard against decompression bombs. Pillow
+    has its own, global one (``Image.MAX_IMAGE_PIXELS``; it refuses above twice that) and it
+    would refuse images that a raised ``max_pixels`` admits, so only then is it raised, and put
+    back afterwards, under a lock: two decodes in one process (the app's threads) cannot
+    interleave their changes, and no default limit is read while it is raised.
+    """
+    from PIL import Image
+
+    with _PILLOW_LIMIT_LOCK:
+        current = Image.MAX_IMAGE_PIXELS
+    if limit is None or current is None or limit <= current:
+        yield
+        return
+    with _PILLOW_LIMIT_LOCK:
+        Image.MAX_IMAGE_PIXELS = limit
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = current
+
+
+def _check_pixels(raw: np.ndarray, limit: int | None) -> None:
+    """Raise :class:`UnusableImage` (``too-large``) if the encoded image ``raw`` has more than ``limit`` pixels.
+
+    Only the header is read (Pillow's ``Image.open`` is lazy), so a decompression bomb (a few MB
+    that decode to gigabytes; torchvision's decoder has no limit) is caught before it is decoded.
+    """
+    from PIL import Image
+
+    size = _png_or_jpeg_size(memoryview(raw))
+    if size is None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit decides, below
+                with Image.open(io.BytesIO(raw)) as image:
+                    size = image.size
+        except Image.DecompressionBombError:  # above twice Pillow's own limit, so above ours too
+            raise UnusableImage("too-large", f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels") from None
+    width, height = size
+    if limit is not None and width * height > limit:
+        raise UnusableImage("too-large", f"{width} x {height} = {width * height:,} pixels")
+
+
+def _png_or_jpeg_size(data: memoryview) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk or a JPEG's frame header; ``None`` for anything else.
+
+    The formats torchvision decodes, read directly: Pillow's ``Image.open`` was measured at
+    ~80 us an image here, more than half of decoding a CIFAR JPEG. Anything this does not
+    recognise (or a JPEG whose height comes later, in a DNL marker) is left to Pillow.
+    """
+    if data[:8] == _PNG_MAGIC and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:3] != _JPEG_MAGIC:
+        return None
+    i = 2
+    while i + 9 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # a fill byte before the marker
+            i += 1
+        elif marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start of frame (not DHT, JPG, DAC)
+            height, width = int.from_bytes(data[i + 5 : i + 7], "big"), int.from_bytes(data[i + 7 : i + 9], "big")
+            return (width, height) if height else None
+        else:
+            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def _decode_image(raw: np.ndarray) -> np.ndarray:
+    """Decode one encoded image (a writable uint8 buffer) to H x W x C uint8, C in {1, 2, 3, 4}; raise on failure."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_image
+
+    head = raw[:26].tobytes()
     if _torchvision_decodes_faithfully(head):
         try:
-            tensor = decode_image(data, mode=ImageReadMode.UNCHANGED)
+            tensor = decode_image(torch.from_numpy(raw), mode=ImageReadMode.UNCHANGED)
             cmyk = tensor.shape[0] == 4 and head.startswith(_JPEG_MAGIC)
             if tensor.dtype == torch.uint8 and tensor.ndim == 3 and not cmyk:
                 return tensor.permute(1, 2, 0).numpy()
@@ -495,7 +756,7 @@ def _decode_file(path: str) -> np.ndarray:
             pass  # let Pillow try, and raise its (clear) error if it cannot either
     from PIL import Image
 
-    with Image.open(path) as image:
+    with Image.open(io.BytesIO(raw)) as image:
         image.load()
         if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
             # 16-bit gray: scale to 8 bits (Pillow's own conversion would clip at 255).
@@ -508,6 +769,16 @@ def _decode_file(path: str) -> np.ndarray:
             image = image.convert("RGBA" if has_alpha else "RGB")
         array = np.asarray(image)
     return array if array.ndim == 3 else array[..., None]
+
+
+def read_image_file(path: Path) -> np.ndarray:
+    """The encoded bytes of an image file; :class:`UnusableImage` for a missing or non-image file."""
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise UnusableImage("unreadable")
+    if not path.exists():
+        raise UnusableImage("missing")
+    # np.fromfile gives a writable buffer: torch.from_numpy takes it without a copy.
+    return np.fromfile(path, dtype=np.uint8)
 
 
 def _to_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -530,15 +801,20 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resized if resized.ndim == 3 else resized[..., None]
 
 
-def _load_image_folder(root: Path, spec: str, ws: Workspace, *, bad_files: BadFiles, progress: bool) -> ImageDataset:
+def _load_image_folder(root: Path, spec: str, ws: Workspace, opts: SourceOptions) -> ImageDataset:
     train_dir, test_dir = root / "train", root / "test"
-    if not (train_dir.is_dir() and test_dir.is_dir()):
+    if not train_dir.is_dir():
         raise SampleSiftError(
             f"folder {root} has no train/ and test/ subfolders; expected {root}/train/<class>/<image> "
             f"and {root}/test/<class>/<image> (the shared copy's layout)"
         )
+    require(
+        test_dir.is_dir() or opts.test_fraction is not None,
+        f"folder {root} has train/ but no test/ split; add {root}/test/<class>/<image>, or pass "
+        "--test-fraction F (e.g. 0.2) to hold out a seeded share of each class of train/ as the test split",
+    )
     loose_train, train_classes = _scan_split(train_dir)
-    loose_test, test_classes = _scan_split(test_dir)
+    loose_test, test_classes = _scan_split(test_dir) if test_dir.is_dir() else ([], {})
     notes: list[str] = []
     class_names = tuple(name for name, files in train_classes.items() if files)
     for name, files in train_classes.items():
@@ -565,12 +841,65 @@ def _load_image_folder(root: Path, spec: str, ws: Workspace, *, bad_files: BadFi
     if loose:
         notes.append(f"{len(loose)} file(s) directly under train/ or test/ (not in a class folder) were ignored")
     listing = "\n".join(listing_lines)
-    source_key = fingerprint_bytes(DECODER_VERSION, "image-folder", str(root.resolve()), bad_files, listing)
+    source_key = fingerprint_bytes(DECODER_VERSION, "image-folder", str(root.resolve()), opts.cache_key(), listing)
 
     def decode() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return _decode_image_folder(root, entries, class_names, bad_files=bad_files, progress=progress, notes=notes)
+        held_out = hold_out_test(entries, opts, str(root), notes=notes)
+        paths = [root / rel for rel, _ in held_out["train"] + held_out["test"]]
+        return decode_entries(
+            str(root), held_out, lambda i: read_image_file(paths[i]), class_names, opts, notes=notes, files=True
+        )
 
-    return _cached(ws, root.resolve().name, spec, str(root.resolve()), source_key, decode)
+    return cached_decode(ws, root.resolve().name, spec, str(root.resolve()), source_key, decode)
+
+
+def hold_out_test(
+    entries: dict[str, list[tuple[str, int]]],
+    opts: SourceOptions,
+    where: str,
+    *,
+    notes: list[str],
+    missing_test: str | None = None,
+) -> dict[str, list[tuple[str, int]]]:
+    """``entries`` (split -> (name, label)) with a test split held out of train when asked.
+
+    With ``opts.test_fraction`` and no test entries, each class gives ``round(fraction x n)``
+    of its training entries, drawn with ``opts.test_seed`` (stratified, so every class with
+    enough images is tested; the order within each split is kept). Without it, a missing test
+    split is refused where ``missing_test`` says how to add one, naming the option too; a
+    fraction given to a source that has a test split is refused, rather than silently ignored.
+    """
+    if opts.test_fraction is None:
+        require(
+            bool(entries["test"]) or missing_test is None,
+            f"{where} has no test split; {missing_test}, or pass --test-fraction F (e.g. 0.2) to hold out "
+            "a seeded share of each class of the training images as the test split",
+        )
+        return entries
+    require(
+        not entries["test"],
+        f"{where} already has a test split ({len(entries['test'])} images); drop --test-fraction",
+    )
+    labels = np.asarray([label for _, label in entries["train"]], dtype=np.int64)
+    rng = np.random.default_rng(int(opts.test_seed))
+    test = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):  # sorted: the draws do not depend on the entries' order
+        members = np.flatnonzero(labels == label)
+        count = round(float(opts.test_fraction) * len(members))
+        test[rng.choice(members, size=count, replace=False)] = True
+    require(
+        bool(test.any()) and not test.all(),
+        f"--test-fraction {opts.test_fraction} of {len(labels)} training images leaves "
+        f"{'no test' if not test.any() else 'no training'} images; choose another fraction",
+    )
+    notes.append(
+        f"{int(test.sum())} of {len(labels)} training images were held out as the test split "
+        f"(--test-fraction {opts.test_fraction}, --test-seed {opts.test_seed}, stratified by class)"
+    )
+    return {
+        "train": [e for e, t in zip(entries["train"], test, strict=True) if not t],
+        "test": [e for e, t in zip(entries["train"], test, strict=True) if t],
+    }
 
 
 _progress_hooks = threading.local()
@@ -588,63 +917,113 @@ def decode_progress(report: Callable[[int, int, float], None]) -> Iterator[None]
         _progress_hooks.report = previous
 
 
-def _decode_image_folder(
-    root: Path,
+#: How :func:`decode_entries` words each kind of unusable image, in its error and its notes.
+_UNUSABLE_WORDS = {
+    "unreadable": ("{noun} in {where} are not readable images", "unreadable or non-image {noun}"),
+    "missing": ("listed file(s) of {where} do not exist", "listed file(s) that do not exist"),
+    "too-large": (
+        "image(s) in {where} exceed the limit of {limit} pixels, possible decompression bombs",
+        "image(s) above the limit of {limit} pixels",
+    ),
+}
+
+
+def refuse_unusable(
+    where: str, bad: dict[str, list[tuple[str, str]]], limit: int | None, noun: str = "file(s)"
+) -> None:
+    """Raise the one-line error that names unusable images (``{kind: [(name, detail)]}``), if there are any.
+
+    ``noun`` is what the names are: ``file(s)``, or ``image(s)`` for rows of a dataset.
+    """
+    problems = []
+    for kind, items in bad.items():
+        if items:
+            shown = ", ".join(f"{n}: {d}" if d else n for n, d in items[:3])
+            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+            words = _UNUSABLE_WORDS[kind][0].format(
+                where=where, limit="no" if limit is None else f"{limit:,}", noun=noun
+            )
+            problems.append(f"{len(items)} {words} ({shown}{more})")
+    require(
+        not problems,
+        "; ".join(problems)
+        + "; fix or remove them, or pass --bad-images skip to leave them out"
+        + (" (or --max-pixels N to raise the limit)" if bad.get("too-large") else ""),
+    )
+
+
+def decode_entries(
+    where: str,
     entries: dict[str, list[tuple[str, int]]],
+    read: Callable[[int], np.ndarray],
     class_names: tuple[str, ...],
+    opts: SourceOptions,
     *,
-    bad_files: BadFiles,
-    progress: bool,
     notes: list[str],
+    files: bool,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Decode every image of a source into the cached arrays: the one pipeline of folders, ``list:`` and ``hf:``.
+
+    Args:
+        where: the source, as messages name it.
+        entries: ``{"train": [(name, label), ...], "test": [...]}``; a name identifies its
+            image in messages (a path relative to the source, or a row).
+        read: ``read(i)`` is the encoded bytes (writable uint8) of the ``i``-th entry, train
+            entries first; it raises :class:`UnusableImage` or ``OSError`` for one it cannot give.
+        class_names: the names of the labels.
+        opts: the bad-file rule, the pixel limit and the progress bar.
+        notes: what loading changed, extended here (resized images, skipped files).
+        files: record the names as the data set's source files (``train_files``).
+
+    Every image's size is checked from its header before it is decoded (:func:`_check_pixels`).
+    Unusable images refuse the source, grouped by kind and named, or are left out with
+    ``bad_files="skip"``. Images are converted to one channel count (colour if any is) and
+    resized to the most common size.
+    """
     from tqdm.auto import tqdm
 
-    paths = [str(root / rel) for rel, _ in entries["train"] + entries["test"]]
-    bad: list[str] = []
-
-    def work(path: str) -> np.ndarray | None:
-        suffix = os.path.splitext(path)[1].lower()
-        if suffix not in IMAGE_EXTENSIONS:
-            return None
-        try:
-            return _decode_file(path)
-        except Exception:  # any decoder failure means the file is unusable
-            return None
+    names = [name for name, _ in entries["train"] + entries["test"]]
+    limit = opts.pixel_limit()
+    bad: dict[str, list[tuple[str, str]]] = {kind: [] for kind in _UNUSABLE_WORDS}
+    decoded: list[np.ndarray | None] = []
 
     # Sequential on purpose: torchvision's decoder is fast (~0.1 ms per CIFAR image) and a
     # thread pool was measured slower here because of the GIL hand-offs.
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _pillow_admits(limit):
         # torchvision 0.29 deprecates its decoders in favour of torchcodec; they still work and
         # are 3-4x faster than Pillow here. Pillow remains the fallback for other formats.
         warnings.simplefilter("ignore", DeprecationWarning)
         report = getattr(_progress_hooks, "report", None)
-        decoded: list[np.ndarray | None] = []
         start = last = time.monotonic()
-        for path in tqdm(paths, disable=not progress, desc="decode", unit="img"):
-            decoded.append(work(path))
+        for i in tqdm(range(len(names)), disable=not opts.progress, desc="decode", unit="img"):
+            image = None
+            try:
+                raw = read(i)
+                _check_pixels(raw, limit)
+                image = _decode_image(raw)
+            except UnusableImage as exc:
+                bad[exc.kind].append((names[i], exc.detail))
+            except Exception:  # any reader or decoder failure means the image is unusable
+                bad["unreadable"].append((names[i], ""))
+            decoded.append(image)
             if report is not None and time.monotonic() - last >= 0.5:
                 last = time.monotonic()
-                report(len(decoded), len(paths), last - start)
-    for path, image in zip(paths, decoded, strict=True):
-        if image is None:
-            bad.append(os.path.relpath(path, root))
-    if bad and bad_files == "error":
-        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise SampleSiftError(
-            f"{len(bad)} file(s) in {root} are not readable images ({shown}); "
-            "fix or remove them, or pass --bad-images skip to leave them out"
-        )
+                report(len(decoded), len(names), last - start)
+    shown_limit = "no" if limit is None else f"{limit:,}"
+    noun = "file(s)" if files else "image(s)"
+    if opts.bad_files == "error":
+        refuse_unusable(where, bad, limit, noun)
     good = [img for img in decoded if img is not None]
-    require(bool(good), f"no readable images in {root}")
+    require(bool(good), f"no readable images in {where}")
     channels = 3 if any(img.shape[2] >= 3 for img in good) else 1
     size = Counter(img.shape[:2] for img in good).most_common(1)[0][0]
     resized = 0
     arrays: dict[str, np.ndarray] = {}
-    files: dict[str, list[str]] = {}
+    kept: dict[str, list[str]] = {}
     position = 0
     for split in ("train", "test"):
-        images, labels, names = [], [], []
-        for rel, label in entries[split]:
+        images, labels, split_names = [], [], []
+        for name, label in entries[split]:
             image = decoded[position]
             position += 1
             if image is None:
@@ -655,21 +1034,24 @@ def _decode_image_folder(
                 resized += 1
             images.append(image)
             labels.append(label)
-            names.append(rel)
+            split_names.append(name)
         shape = (0, *size, channels)
         arrays[f"{split}_images"] = np.stack(images) if images else np.zeros(shape, np.uint8)
         arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.int64)
-        files[split] = names
-    require(len(arrays["train_labels"]) > 0, f"no readable training images in {root / 'train'}")
+        kept[split] = split_names
+    require(len(arrays["train_labels"]) > 0, f"no readable training images in {where}")
     if resized:
         notes.append(f"{resized} image(s) differed from the common size {size[0]}x{size[1]} and were resized to it")
-    if bad:
-        notes.append(f"{len(bad)} unreadable or non-image file(s) were skipped")
+    for kind, items in bad.items():
+        if items:
+            listed = ", ".join(f"{n} ({d})" if d else n for n, d in items[:3]) + (", ..." if len(items) > 3 else "")
+            words = _UNUSABLE_WORDS[kind][1].format(limit=shown_limit, noun=noun)
+            notes.append(f"{len(items)} {words} were skipped: {listed}")
     meta = {
         "class_names": list(class_names),
-        "train_files": files["train"],
-        "test_files": files["test"],
-        "skipped_files": bad,
+        "train_files": kept["train"] if files else None,
+        "test_files": kept["test"] if files else None,
+        "skipped_files": [name for items in bad.values() for name, _ in items],
         "notes": notes,
     }
     return arrays, meta
@@ -680,8 +1062,30 @@ def _decode_image_folder(
 _ARRAY_NAMES = ("train_images", "train_labels", "test_images", "test_labels")
 
 
-def _cached(ws: Workspace, name: str, spec: str, source: str, source_key: str, decode: Any) -> ImageDataset:
-    """Return the cached decode of a source, decoding (and caching) it when absent or stale."""
+def cached_decode(
+    ws: Workspace,
+    name: str,
+    spec: str,
+    source: str,
+    source_key: str,
+    decode: Callable[[], tuple[dict[str, np.ndarray], dict[str, Any]]],
+    *,
+    origin: str | None = None,
+) -> ImageDataset:
+    """Return the cached decode of a source, decoding (and caching) it when absent or stale.
+
+    Args:
+        ws: the workspace whose cache holds it.
+        name: the data set's name (also the start of the cache folder's name).
+        spec: the data spec it was loaded from.
+        source: the folder the data set's files are relative to (:attr:`ImageDataset.source`).
+        source_key: the fingerprint of everything that decides the arrays (files, options,
+            decoder version); a cache entry with another key is never served.
+        decode: makes the arrays and the cache record (class names, files, notes) on a miss.
+        origin: what identifies the source among cache entries, when ``source`` does not (two
+            ``list:`` CSVs in one folder): a new entry replaces the older ones of its origin.
+    """
+    origin = origin or source
     cache_name = f"{_slug(name)}-{source_key[:16]}"
     folder = ws.cache_dir / safe_name(cache_name, "cache name")
     meta_path = folder / "meta.json"
@@ -698,16 +1102,17 @@ def _cached(ws: Workspace, name: str, spec: str, source: str, source_key: str, d
     meta["fingerprint"] = content_fingerprint(*(arrays[k] for k in _ARRAY_NAMES), class_names)
     meta["source_key"] = source_key
     meta["source"] = source
+    meta["origin"] = origin
     with atomic_directory(folder) as tmp:
         for key in _ARRAY_NAMES:
             np.save(tmp / f"{key}.npy", arrays[key], allow_pickle=False)
         atomic_write_json(tmp / "meta.json", meta)
-    _remove_stale_caches(ws, folder, source)
+    _remove_stale_caches(ws, folder, origin)
     return _dataset_from_cache(name, spec, source, arrays, meta)
 
 
-def _remove_stale_caches(ws: Workspace, keep: Path, source: str) -> None:
-    """Delete older cache entries of the same source: they can never be served again."""
+def _remove_stale_caches(ws: Workspace, keep: Path, origin: str) -> None:
+    """Delete older cache entries of the same source (``origin``): they can never be served again."""
 
     for other in ws.cache_dir.iterdir():
         # Hidden entries are other processes' folders under construction or being swapped
@@ -715,7 +1120,8 @@ def _remove_stale_caches(ws: Workspace, keep: Path, source: str) -> None:
         if other == keep or other.name.startswith(".") or not (other / "meta.json").is_file():
             continue
         try:
-            if read_json(other / "meta.json").get("source") == source:
+            meta = read_json(other / "meta.json")
+            if meta.get("origin", meta.get("source")) == origin:  # entries from before origins: their source
                 shutil.rmtree(other, ignore_errors=True)
         except SampleSiftError:
             continue

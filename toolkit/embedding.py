@@ -323,9 +323,7 @@ def load_embedding(
             their recorded fingerprints.
     """
     ws = as_workspace(workspace)
-    make = f"`samplesift embed --data {dataset.spec}" + (
-        f" --max-per-class {dataset.max_per_class}`" if dataset.max_per_class else "`"
-    )
+    make = f"`samplesift embed {' '.join(dataset.cli_arguments())}`"
     if name is None:
         known = list_embeddings(dataset, workspace=ws)
         if not known:

@@ -170,6 +170,8 @@ class SweepSpec:
         name: a label (part of every run's name).
         data: the data spec (``load_dataset``): a folder, an ``.npz``, ``cifar10`` or ``digits``.
         max_per_class: optional per-class cap of the data set.
+        data_options: the other ``load_dataset`` keywords the data needs (``bad_files``,
+            ``max_pixels``, ``test_fraction``, ...).
         grids: the cross products to run (their runs are pooled and de-duplicated).
         train: the base training config; each run sets its own split, steps or time budget
             and seed on a copy of it.
@@ -179,6 +181,7 @@ class SweepSpec:
     name: str = "sweep"
     data: str = "digits"
     max_per_class: int | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
     grids: tuple[Grid, ...] = (Grid(steps=(200,)),)
     train: TrainConfig = field(default_factory=TrainConfig)
     embedding: str | None = None
@@ -406,6 +409,7 @@ def build_sweep(
     name: str | None = None,
     data: str = "digits",
     max_per_class: int | None = None,
+    data_options: dict[str, Any] | None = None,
     embedding: str | None = None,
     pairs: Sequence[str] | None = None,
     grid: dict[str, Any] | None = None,
@@ -437,7 +441,7 @@ def build_sweep(
             "give --steps (equal-steps protocol) and/or --time-budgets (equal-time protocol), or use --preset",
         )
         spec = SweepSpec(data=data, grids=(Grid(name="grid", **grid_values),)).with_overrides(None, train)
-    spec = replace(spec, name=name or spec.name, max_per_class=max_per_class)
+    spec = replace(spec, name=name or spec.name, max_per_class=max_per_class, data_options=dict(data_options or {}))
     if embedding is not None:
         spec = replace(spec, embedding=embedding)
     spec.validate()
@@ -660,7 +664,7 @@ def plan_sweep(
     spec.validate()
     ws = as_workspace(workspace)
     if dataset is None:
-        dataset = load_dataset(spec.data, workspace=ws, max_per_class=spec.max_per_class)
+        dataset = load_dataset(spec.data, workspace=ws, max_per_class=spec.max_per_class, **spec.data_options)
     for grid in spec.grids:
         too_big = [k for k in grid.sizes if int(k) > dataset.num_train and any(float(s) > 0 for s in grid.splits)]
         require(

@@ -138,10 +138,20 @@ def export_selection(
     )
     target = _export_target(Path(out), fmt, selection.name, dataset, overwrite)
     if fmt == "folder":
-        _write_folder(selection, dataset, target, link=link)
+        _write_folder(selection, dataset, target, link=link)  # creates missing parent folders itself
     else:
-        atomic_write_bytes(target, export_bytes(selection, dataset, fmt))
+        content = export_bytes(selection, dataset, fmt)  # first: a failure here leaves no new folder behind
+        _make_parents(target)
+        atomic_write_bytes(target, content)
     return target
+
+
+def _make_parents(target: Path) -> None:
+    """Create ``target``'s missing parent folders, as a folder export does (``--out new/dir/x.csv``)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SampleSiftError(f"cannot create the folder {target.parent} for --out ({exc.strerror or exc})") from None
 
 
 def export_bytes(selection: Selection, dataset: ImageDataset, fmt: ExportFormat) -> bytes:
@@ -221,6 +231,12 @@ def _export_target(out: Path, fmt: str, name: str, dataset: ImageDataset, overwr
     if fmt != "folder" and target.is_dir():
         target = confined_path(target, f"{name}.{fmt}")
     _refuse_precious(target, dataset)
+    existing = next(p for p in target.parents if p.exists())  # the root always exists
+    require(
+        existing.is_dir(),
+        f"--out {target} lies under {existing}, which is a file, not a folder; choose another --out "
+        "(nothing was written)",
+    )
     if fmt == "folder":
         if target.exists():
             require(target.is_dir(), f"{target} is a file; --format folder needs a folder path")

@@ -254,16 +254,6 @@ def list_jobs(
 # --------------------------------------------------------------------------- data spec
 
 
-def data_arguments(dataset: ImageDataset) -> list[str]:
-    """CLI arguments that load ``dataset`` again in another process (spec, cap, bad files)."""
-    args = ["--data", dataset.spec]
-    if dataset.max_per_class:
-        args += ["--max-per-class", str(dataset.max_per_class)]
-    if dataset.skipped_files:
-        args += ["--bad-images", "skip"]
-    return args
-
-
 # --------------------------------------------------------------------------- embeddings
 
 
@@ -325,7 +315,7 @@ def start_projection(
 
     resolved = _resolve_params(method, params)
     ws = as_workspace(workspace)
-    command = ["project", *data_arguments(dataset), "--workspace", str(ws.root), "--method", method]
+    command = ["project", *dataset.cli_arguments(), "--workspace", str(ws.root), "--method", method]
     command += ["--seed", str(seed), "--embedding", embedding]
     for key, value in resolved.items():
         command += ["--param", f"{key}={value}"]

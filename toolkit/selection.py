@@ -112,8 +112,7 @@ class Selection:
 
     def _remake_hint(self, dataset: ImageDataset) -> str:
         return (
-            f"`samplesift select --data {dataset.spec}"
-            + (f" --max-per-class {dataset.max_per_class}" if dataset.max_per_class else "")
+            f"`samplesift select {' '.join(dataset.cli_arguments())}"
             + (f" --embedding {self.manifest['embedding']['name']}" if self.manifest.get("embedding") else "")
             + f" --method {self.method} --size {self.size}"
             + (" --balanced" if self.manifest.get("balanced") and self.method != "random-balanced" else "")

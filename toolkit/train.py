@@ -403,7 +403,7 @@ def prepare(
     require(
         dataset.num_test > 0,
         f"data set {dataset.key} has no test images, and training reports test accuracy; "
-        "add images under test/<class>/ (or test_images to the .npz)",
+        "add images under test/<class>/ (or test_images to the .npz), or hold some out with --test-fraction F",
     )
     run_config = {
         "kind": "train",

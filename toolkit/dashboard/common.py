@@ -53,6 +53,7 @@ class Context:
 #: shows them with the control that does the same instead. Whole phrases first, then flags.
 APP_PHRASES: tuple[tuple[str, str], ...] = (
     (r"pass --bad-images skip to leave them out", "tick *Skip unreadable images* in the sidebar to leave them out"),
+    (r"\(or --max-pixels N to raise the limit\)", "(or raise *Most pixels per image* in the sidebar)"),
     (r"pass --overwrite to replace it", "tick *Overwrite an earlier export* to replace it"),
     (r"--overwrite will not replace it", "*Overwrite an earlier export* will not replace it"),
     (r" \(the shared copy's layout\)", ""),
@@ -143,6 +144,8 @@ def _initial_picker_state() -> None:
     cap = params.get("cap", "0")
     st.session_state.setdefault("max_per_class", int(cap) if cap.isdigit() else 0)
     st.session_state.setdefault("skip_bad", params.get("skip") == "1")
+    limit = params.get("maxpx", "0")
+    st.session_state.setdefault("max_pixels", int(limit) if limit.isdigit() else 0)
     st.session_state.setdefault("workspace", params.get("workspace") or default_workspace())
 
 
@@ -235,15 +238,26 @@ def _publish_data(applied: dict[str, Any]) -> None:
     set_param("data", None if source == "digits" else applied["spec"])
     set_param("cap", str(applied["cap"]) if applied["cap"] else None)
     set_param("skip", "1" if applied["skip"] else None)
+    set_param("maxpx", str(applied["max_pixels"]) if applied["max_pixels"] else None)
     set_param("workspace", None if applied["workspace"] == default_workspace() else applied["workspace"])
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _load_dataset(spec: str, workspace: str, cap: int, skip_bad: bool, generation: int) -> ImageDataset:
-    return load_dataset(spec, workspace=workspace, max_per_class=cap or None, bad_files="skip" if skip_bad else "error")
+def _load_dataset(
+    spec: str, workspace: str, cap: int, skip_bad: bool, max_pixels: int, generation: int
+) -> ImageDataset:
+    return load_dataset(
+        spec,
+        workspace=workspace,
+        max_per_class=cap or None,
+        bad_files="skip" if skip_bad else "error",
+        max_pixels=max_pixels or None,
+    )
 
 
-def _load_with_progress(spec: str, workspace: str, cap: int, skip_bad: bool, generation: int) -> ImageDataset:
+def _load_with_progress(
+    spec: str, workspace: str, cap: int, skip_bad: bool, max_pixels: int, generation: int
+) -> ImageDataset:
     """The cached data set; a first load of an image folder shows a progress bar with counts and time left."""
     from toolkit import data as data_module
 
@@ -258,7 +272,7 @@ def _load_with_progress(spec: str, workspace: str, cap: int, skip_bad: bool, gen
         )
 
     with data_module.decode_progress(report), st.spinner("Loading the data set…"):
-        dataset = _load_dataset(spec, workspace, cap, skip_bad, generation)
+        dataset = _load_dataset(spec, workspace, cap, skip_bad, max_pixels, generation)
     bar.empty()
     return dataset
 
@@ -289,8 +303,11 @@ def sidebar() -> Context | None:
                 st.text_input(
                     "Path",
                     key="data_path",
-                    placeholder="path/to/folder or data.npz",
-                    help="A folder with train/<class>/<image> and test/<class>/<image>, or an .npz archive.",
+                    placeholder="path/to/folder, data.npz, list:FILE.csv or hf:PATH",
+                    help="A folder with train/<class>/<image> and test/<class>/<image>, an .npz archive, list:FILE.csv "
+                    "(a CSV of image paths and labels) or hf:PATH (a saved Hugging Face dataset or a folder of "
+                    "parquet files). Here a source needs its own test split; the command line's --test-fraction "
+                    "holds one out.",
                 )
             st.number_input(
                 "Images per class, training and test (0 = all)",
@@ -300,6 +317,14 @@ def sidebar() -> Context | None:
                 help="Keeps the first N images of every class in the training split and in the test split.",
             )
             st.checkbox("Skip unreadable images", key="skip_bad", help="Otherwise a folder with bad files is refused.")
+            st.number_input(
+                "Most pixels per image (0 = Pillow's limit)",
+                min_value=0,
+                step=1_000_000,
+                key="max_pixels",
+                help="Read from each image's header before decoding; larger images (possible decompression bombs) "
+                "refuse the source, or are skipped with the box above.",
+            )
             st.text_input("Workspace", key="workspace", help="Where caches, embeddings, selections and runs live.")
             if st.form_submit_button("Load", icon=":material/upload:", key="data_load", type="primary"):
                 _apply_sidebar()
@@ -318,7 +343,12 @@ def sidebar() -> Context | None:
     try:
         workspace = Workspace(applied["workspace"])
         dataset = _load_with_progress(
-            spec, str(workspace.root), applied["cap"], applied["skip"], st.session_state["data_generation"]
+            spec,
+            str(workspace.root),
+            applied["cap"],
+            applied["skip"],
+            applied["max_pixels"],
+            st.session_state["data_generation"],
         )
     except SampleSiftError as exc:
         show_error(exc, "Cannot load the data set: ")
@@ -347,6 +377,7 @@ def _pending() -> dict[str, Any]:
         "spec": current_spec(),
         "cap": int(st.session_state.get("max_per_class") or 0),
         "skip": bool(st.session_state.get("skip_bad", False)),
+        "max_pixels": int(st.session_state.get("max_pixels") or 0),
         "workspace": (st.session_state.get("workspace") or "").strip() or default_workspace(),
     }
 
@@ -411,7 +442,7 @@ def require_embedding(ctx: Context) -> Embedding:
         st.info(
             f"Data set {ctx.dataset.key} has no embedding yet: make one here (a background "
             f"`samplesift embed` process) or run `samplesift embed --encoder NAME "
-            f"{' '.join(jobs.data_arguments(ctx.dataset))}`."
+            f"{' '.join(ctx.dataset.cli_arguments())}`."
         )
         encoder_panel(ctx)
         st.stop()

@@ -2,7 +2,6 @@
 
 import streamlit as st
 
-from toolkit import jobs
 from toolkit.dashboard import common
 from toolkit.errors import SampleSiftError
 from toolkit.results import (
@@ -47,7 +46,7 @@ table = results_table(ctx.workspace, dataset=dataset.key)
 if table.empty:
     st.info(
         "No finished runs for this data set yet: queue some on the Train page, or run a sweep "
-        f"(`samplesift sweep {' '.join(jobs.data_arguments(dataset))} --preset cpu --out results`)."
+        f"(`samplesift sweep {' '.join(dataset.cli_arguments())} --preset cpu --out results`)."
     )
     st.stop()
 st.caption(

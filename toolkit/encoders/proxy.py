@@ -144,7 +144,7 @@ class ProxyEncoder(Encoder):
         require(
             dataset.num_test > 0,
             f"data set {dataset.key} has no test images, which the proxy classifier is evaluated on; "
-            "add images under test/<class>/",
+            "add images under test/<class>/, or hold some out with --test-fraction F",
         )
 
     def compute(
