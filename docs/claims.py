@@ -1,13 +1,19 @@
 """Statements the docs make about committed results, computed from those results.
 
-Run ``python docs/claims.py`` to print each statement as the docs quote it; tests/test_docs.py
-checks that the docs contain exactly these sentences, so a statement cannot drift from its data.
-Each function reads the committed CSVs under docs/results/ and returns one sentence.
+Each function reads the committed files under docs/results/ and returns one statement (a
+sentence, or a markdown table). In the docs a statement sits between ``<!-- claims:NAME -->``
+and ``<!-- /claims -->``: ``python docs/claims.py`` prints them all, ``python docs/claims.py
+--write`` rewrites those blocks from the data, and tests/test_docs.py checks that every block
+says exactly what the data say, so a statement cannot drift from its data.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import json
+import re
+import sys
 
 import pandas as pd
 from scipy.stats import spearmanr
@@ -17,6 +23,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SELECTOR_DIAGNOSTICS = RESULTS / "selectors-diagnostics.csv"
 #: The cpu preset's runs (docs/results.md: Figs. 5-7).
 CPU_RESULTS = RESULTS / "cpu-results.csv"
+#: The cpu-converged pilot's report (``samplesift sweep --preset cpu-converged --part pilot --report``).
+CONVERGED_PILOT = RESULTS / "converged-pilot"
 
 #: The diagnostics ranked against accuracy, and how the docs name them.
 DIAGNOSTIC_NAMES = {
@@ -72,11 +80,67 @@ def extra_steps_statement(path: Path = CPU_RESULTS) -> str:
     )
 
 
+def _pilot() -> tuple[pd.DataFrame, float, dict]:
+    """The pilot's finished runs (pair label, accuracy), random-balanced's accuracy, and its progress record."""
+    results = pd.read_csv(CONVERGED_PILOT / "results.csv")
+    progress = json.loads((CONVERGED_PILOT / "progress.json").read_text())
+    embedding = results["embedding"].fillna("")
+    results["pair"] = [f"{e}:{s}" if e else s for e, s in zip(embedding, results["selector"], strict=True)]
+    baseline = float(results.loc[results["selector"] == "random-balanced", "test_accuracy"].iloc[0])
+    return results.sort_values("test_accuracy", ascending=False, kind="stable"), baseline, progress
+
+
+def pilot_table() -> str:
+    """docs/results.md's pilot table: each finished run, its accuracy and its difference to random-balanced."""
+    results, baseline, _ = _pilot()
+    lines = ["| pair (embedding:selector) | test accuracy % | minus random-balanced (points) |", "|---|---|---|"]
+    for row in results.itertuples():
+        difference = "" if row.selector == "random-balanced" else f"{100 * (row.test_accuracy - baseline):+.2f}"
+        lines.append(f"| {row.pair} | {100 * row.test_accuracy:.2f} | {difference} |")
+    return "\n".join(lines)
+
+
+def pilot_statement() -> str:
+    """What the cpu-converged pilot's finished runs say so far (docs/results.md, README)."""
+    results, baseline, progress = _pilot()
+    pairs = results[results["selector"] != "random-balanced"]
+    above = pairs[pairs["test_accuracy"] > baseline]
+    best, worst = pairs.iloc[0], pairs.iloc[-1]
+    return (
+        f"{progress['finished']} of the pilot's {progress['planned']} runs have finished (one seed, K = 1,000, "
+        f"100/0, 1,500 steps of 128). Random-balanced reached {100 * baseline:.2f} %; {len(above)} of the "
+        f"{len(pairs)} other runs are above it, the best {best.pair} by {100 * (best.test_accuracy - baseline):+.2f} "
+        f"points, the worst {worst.pair} at {100 * (worst.test_accuracy - baseline):+.2f}."
+    )
+
+
 STATEMENTS = {
     "docs/selectors.md": (diagnostic_statement,),
-    "docs/results.md": (diagnostic_statement, extra_steps_statement),
+    "docs/results.md": (diagnostic_statement, extra_steps_statement, pilot_table, pilot_statement),
+    "README.md": (pilot_statement,),
 }
 
+def block(name: str) -> re.Pattern[str]:
+    """The marked block of statement ``name`` in a doc: its text is group 2."""
+    return re.compile(rf"(<!-- claims:{name} -->)(.*?)(<!-- /claims -->)", re.S)
+
+
+def write() -> None:
+    """Rewrite every marked block of every doc from the data."""
+    root = Path(__file__).resolve().parents[1]
+    for doc, functions in STATEMENTS.items():
+        path = root / doc
+        text = path.read_text(encoding="utf-8")
+        for function in functions:
+            value = function()
+            separator = "\n" if "\n" in value else ""  # a table stands on its own lines
+            text = block(function.__name__).sub(lambda m: m[1] + separator + value + separator + m[3], text)
+        path.write_text(text, encoding="utf-8")
+
+
 if __name__ == "__main__":
-    for statement in dict.fromkeys(f for functions in STATEMENTS.values() for f in functions):
-        print(statement())
+    if sys.argv[1:] == ["--write"]:
+        write()
+    else:
+        for statement in dict.fromkeys(f for functions in STATEMENTS.values() for f in functions):
+            print(statement())
