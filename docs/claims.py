@@ -9,11 +9,10 @@ says exactly what the data say, so a statement cannot drift from its data.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
 import re
 import sys
+from pathlib import Path
 
 import pandas as pd
 from scipy.stats import spearmanr
@@ -120,6 +119,7 @@ STATEMENTS = {
     "README.md": (pilot_statement,),
 }
 
+
 def block(name: str) -> re.Pattern[str]:
     """The marked block of statement ``name`` in a doc: its text is group 2."""
     return re.compile(rf"(<!-- claims:{name} -->)(.*?)(<!-- /claims -->)", re.S)
@@ -133,8 +133,9 @@ def write() -> None:
         text = path.read_text(encoding="utf-8")
         for function in functions:
             value = function()
-            separator = "\n" if "\n" in value else ""  # a table stands on its own lines
-            text = block(function.__name__).sub(lambda m: m[1] + separator + value + separator + m[3], text)
+            if "\n" in value:  # a table stands on its own lines
+                value = f"\n{value}\n"
+            text = block(function.__name__).sub(lambda m, value=value: m[1] + value + m[3], text)
         path.write_text(text, encoding="utf-8")
 
 
