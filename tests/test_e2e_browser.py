@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import CHROMIUM
 
@@ -301,6 +302,27 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
     page.wait_for_selector(IDLE)
     assert page.get_by_role("spinbutton", name="Sample index").input_value() == str(sample)
     assert f"sample={sample}" in page.url
+    page.locator("strong", has_text=f"Sample #{sample}").first.scroll_into_view_if_needed()
+    screenshot(page, shots, "detail")
+
+    # Filter before you look: two classes, inside the saved lasso; the map and the grid follow.
+    page.get_by_text("Filter the map and the grid").first.click()
+    for name in ("3", "8"):
+        page.locator(".st-key-emb_filter_classes").first.click()
+        page.get_by_role("option", name=name, exact=True).first.click()
+        page.keyboard.press("Escape")
+        page.wait_for_selector(IDLE)
+    page.locator(".st-key-emb_filter_within").first.click()
+    page.get_by_role("option", name="browser-lasso").first.click()
+    page.keyboard.press("Escape")
+    page.wait_for_selector(IDLE)
+    members = saved["browser-lasso"].indices
+    passing = int(np.isin(digits.train_labels[members], [3, 8]).sum())
+    page.get_by_text(f"{passing:,} pass the filter").first.wait_for(timeout=60_000)
+    page.get_by_text(f"Selected: {passing:,} samples").first.wait_for(timeout=60_000)
+    page.wait_for_selector(IDLE)
+    page.locator(".st-key-embedding_map").first.scroll_into_view_if_needed()
+    screenshot(page, shots, "filters")
 
     # Selectors: run two and compare; the budget is kept in the URL, so a refresh restores it.
     navigate(page, "Selectors")

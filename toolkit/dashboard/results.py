@@ -105,7 +105,12 @@ with gain:
                 horizontal=True,
                 key="results_gain_split",
             )
-            st.dataframe(gain_table(paired, split=split), hide_index=True, key="results_gain_table")
+            st.dataframe(
+                gain_table(paired, split=split),
+                hide_index=True,
+                key="results_gain_table",
+                column_config={"mean_gain": st.column_config.NumberColumn("mean gain (points)", format="%+.2f")},
+            )
             figure_or_reason(lambda: gain_figure(paired, split=split), "results_gain")
             figure_or_reason(lambda: learning_curve_figure(table, split=split), "results_learning_curve")
     st.subheader("Time to accuracy")
