@@ -99,7 +99,7 @@ def test_the_import_graph_sees_every_kind_of_import() -> None:
     graph = import_graph()
     assert len(graph) > 30 and "toolkit.viz.results" in graph and "toolkit.selectors" in graph
     assert "toolkit.results" in graph["toolkit.viz.results"]  # from toolkit.results import ...
-    assert "toolkit.jobs" in graph["toolkit.dashboard.results"]  # from toolkit import jobs (a module)
+    assert "toolkit.jobs" in graph["toolkit.dashboard.train"]  # from toolkit import jobs (a module)
     assert "toolkit.viz.results" in graph["toolkit.experiments"]  # imported inside write_outputs
 
 
