@@ -40,9 +40,9 @@ def train_throughput(r: dict[str, Any]) -> tuple[str, str]:
     lrn_low, lrn_high = r["speedup_lrn_per_repeat_range"]
     what = (
         f"classifier training images/s, batch {r['batch']}, {r['threads']} threads, warm-up excluded, median of "
-        f"{r['repeats']}, against the textbook port (torchvision dataset + per-sample transforms + DataLoader with "
-        f"{r['workers']} workers, NCHW, `nn.BatchNorm2d` / `nn.LocalResponseNorm`); the same augmentation on both "
-        f"sides ({r['augmentation']})"
+        f"{r['repeats']} repeats of {r['timed_steps']} timed steps, against the textbook port (torchvision dataset + "
+        f"per-sample transforms + DataLoader with {r['workers']} workers, NCHW, `nn.BatchNorm2d` / "
+        f"`nn.LocalResponseNorm`); the same augmentation on both sides ({r['augmentation']})"
     )
     measured = (
         f"default (batch-norm) model {r['ours_batch_images_per_s']:,.0f} img/s "

@@ -11,14 +11,18 @@ augmentation, channels-last, banded-matrix LRN, averaged weights), whose reporte
 ``images_per_s`` excludes warm-up and evaluation. The reference is timed the same way: a few
 warm-up steps first (worker start-up included there), then the timed steps.
 
-Both sides do the same augmentation work: crop, flip, a random contrast factor in [0.2, 1.8)
-and per-image standardisation; with ``--brightness on`` both also apply a random brightness
-per image (ours: TF's additive delta of up to 63; the reference: torchvision's ColorJitter
-factor in 1 +- 63/255), which the standardisation all but cancels, and which SampleSift
-therefore leaves off by default (earlier README figures were measured while only the
-reference did it). Both run with the same batch size and torch threads,
-alternately, in one process, for both norm choices, the default (batch norm) first; the
-figure of merit is the ratio of the medians over ``--repeats``. The CPU's fp32 matmul peak
+Both sides do the same augmentation work by default: crop, flip, a random contrast factor in
+[0.2, 1.8) and per-image standardisation, no brightness (SampleSift's default; earlier README
+figures were measured while only the reference added brightness). The contrast step blends
+each pixel with a mean on both sides (TF's channel mean in ours, torchvision's grayscale mean
+in the reference): the same work per pixel. ``--brightness on`` adds a random brightness per
+image on both sides (ours: TF's additive delta of up to 63; the reference: ColorJitter's
+factor in 1 +- 63/255); ours folds it into its one fused multiply-add, where the
+standardisation cancels it, so there it costs nothing, while the reference pays a pass.
+Both run with the same batch size and torch threads, alternately, in one process, for both
+norm choices, the default (batch norm) first; the figure of merit is the ratio of the
+medians over ``--repeats`` (default 4 repeats of ``--steps`` 30 timed steps). The load
+average is printed and recorded at the start and the end. The CPU's fp32 matmul peak
 is measured in the same run (a large ``torch.mm``), and the default model's share of it is
 reported as ``peak_fraction``. GFLOP/s count the network's convolutions and matrix products
 (forward and backward, ``torch.utils.flop_counter``), the same for both norms. Usage::

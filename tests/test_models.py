@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -95,6 +97,26 @@ def test_same_max_pool_pads_only_bottom_and_right_like_tensorflow() -> None:
     expected = F.max_pool2d(F.pad(x, (0, 1, 0, 1), value=float("-inf")), 3, 2)
     assert torch.equal(out, expected)
     assert out[0, 0, 0, 0] == x[0, 0, 2, 2]  # PyTorch's padding=1 would give x[0, 0, 1, 1]
+
+
+def test_same_max_pool_without_a_padded_copy_equals_padding_with_minus_infinity() -> None:
+    """The implicit-padding fast path gives TF's windows, values and gradients for every size it takes."""
+    torch.manual_seed(0)
+    for kernel, stride in ((1, 1), (2, 1), (2, 2), (3, 1), (3, 2), (5, 2), (3, 3)):
+        pool = SameMaxPool2d(kernel, stride)
+        for height in range(1, 14):
+            width = 14 - height
+            x = torch.randn(2, 3, height, width, requires_grad=True)
+            top = max((math.ceil(height / stride) - 1) * stride + kernel - height, 0)
+            left = max((math.ceil(width / stride) - 1) * stride + kernel - width, 0)
+            pads = (left // 2, left - left // 2, top // 2, top - top // 2)
+            expected = F.max_pool2d(F.pad(x, pads, value=float("-inf")), kernel, stride)
+            out = pool(x)
+            assert torch.equal(out, expected), (kernel, stride, height, width)
+            weights = torch.randn_like(out)
+            (ours,) = torch.autograd.grad((out * weights).sum(), x)
+            (padded,) = torch.autograd.grad((expected * weights).sum(), x)
+            assert torch.equal(ours, padded), (kernel, stride, height, width)
 
 
 def test_initialisation_follows_the_tutorial() -> None:
