@@ -3,6 +3,8 @@ batches gathered from it, streaming inference, and the CIFAR-10 path left exactl
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import subprocess
@@ -64,6 +66,19 @@ def test_fit_square_scales_the_shorter_side_and_keeps_the_centre() -> None:
     assert square[:, 1:-1].min() == 255  # the centre square is the white middle (edges blur in)
     gray = fit_square(np.full((10, 30, 1), 7, np.uint8), 20)  # upscaling, one channel
     assert gray.shape == (20, 20, 1) and np.all(gray == 7)
+
+
+def test_large_jpegs_are_decoded_at_a_reduced_scale() -> None:
+    y, x = np.mgrid[0:160, 0:200]
+    smooth = np.stack([x, y, (x + y) // 2], axis=-1).astype(np.uint8)
+    encoded = io.BytesIO()
+    Image.fromarray(smooth).save(encoded, "JPEG", quality=95)
+    raw = np.frombuffer(encoded.getvalue(), np.uint8).copy()
+    reduced = data_module._decode_jpeg_reduced(raw, 32)
+    assert reduced is not None and reduced.shape == (40, 50, 3)  # a quarter: the shorter side still >= 32
+    assert data_module._decode_jpeg_reduced(raw, 100) is None  # not twice the size: decoded in full
+    full = fit_square(np.asarray(Image.open(encoded)), 32).astype(int)
+    assert np.abs(fit_square(reduced, 32).astype(int) - full).mean() < 4
 
 
 def test_image_size_default_explicit_recorded_and_keyed(tmp_path: Path) -> None:
@@ -191,8 +206,6 @@ def test_the_scale_benchmark_runs_in_smoke_mode(tmp_path: Path) -> None:
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    import json
-
     record = json.loads(done.stdout.strip().splitlines()[-1])
     assert record["benchmark"] == "scale" and record["smoke"] is True
     steps = record["steps"]
