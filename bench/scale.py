@@ -36,6 +36,7 @@ to docs/bench/scale.json. The target (issue 15): every step's peak RSS under 8 G
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -50,6 +51,18 @@ from typing import Any
 import numpy as np
 from benchmeta import add_out_argument, finish, header
 
+#: What the steps import, imported before their clocks start (scikit-learn alone takes seconds on a busy
+#: machine; ``versions()``, which every record calls, imports torchvision).
+PRELOADED = (
+    "sklearn.cluster",
+    "sklearn.decomposition",
+    "torchvision",
+    "toolkit.encoders",
+    "toolkit.encoders.autoencoder",
+    "toolkit.export",
+    "toolkit.projection",
+    "toolkit.selection",
+)
 STEPS = (
     "decode_cache",
     "embed_pixels_pca",
@@ -132,15 +145,8 @@ def measure(step: str, args: argparse.Namespace) -> dict[str, Any]:
     The modules a step uses are imported, and the data set loaded from the cache, before its
     clock starts.
     """
-    # Imported before the clock starts (scikit-learn alone takes seconds on a busy machine).
-    import sklearn.cluster
-    import sklearn.decomposition  # noqa: F401
-
-    import toolkit.encoders
-    import toolkit.encoders.autoencoder
-    import toolkit.export
-    import toolkit.projection
-    import toolkit.selection  # noqa: F401
+    for module in PRELOADED:
+        importlib.import_module(module)
     from toolkit.data import load_dataset
 
     load = {"workspace": args.workspace, "image_size": args.image_size, "decode_workers": args.decode_workers}
