@@ -50,7 +50,7 @@ import uuid
 import warnings
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -596,7 +596,7 @@ def _load_torchvision_cifar10(root: Path, spec: str, ws: Workspace, *, download:
     listing = file_listing(batches, sorted(p for p in batches.iterdir() if p.is_file()))
     source_key = fingerprint_bytes(DECODER_VERSION, "torchvision-cifar10", str(batches.resolve()), listing)
 
-    def decode(work: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def decode(_work: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # decoded in memory: no work folder
         import torchvision
 
         try:
@@ -832,6 +832,27 @@ def _decode_jpeg_reduced(raw: np.ndarray, side: int) -> np.ndarray | None:
     return array if array.ndim == 3 else array[..., None]
 
 
+@dataclass(frozen=True)
+class ImageFiles:
+    """A reader of image files by index (``reader(i)`` is file ``i``'s encoded bytes) that pickles.
+
+    :func:`decode_entries` hands a worker process the files of its chunk (:meth:`part`), and
+    the worker reads them itself: the encoded bytes of a chunk of large photos (gigabytes)
+    never pass through, or wait in, the process that hands out the chunks.
+    """
+
+    paths: Sequence[Path]
+
+    def __call__(self, index: int) -> np.ndarray:
+        return read_image_file(self.paths[index])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def part(self, start: int, stop: int) -> ImageFiles:
+        return ImageFiles(tuple(self.paths[start:stop]))
+
+
 def read_image_file(path: Path) -> np.ndarray:
     """The encoded bytes of an image file; :class:`UnusableImage` for a missing or non-image file."""
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -910,7 +931,7 @@ def _load_image_folder(root: Path, spec: str, ws: Workspace, opts: SourceOptions
         return decode_entries(
             str(root),
             held_out,
-            lambda i: read_image_file(paths[i]),
+            ImageFiles(paths),
             class_names,
             opts,
             notes=notes,
@@ -1142,11 +1163,12 @@ def _decode_chunks(
 ) -> list[Path]:
     """Decode the ``total`` entries into chunk files in ``folder`` (those already there are kept); their paths.
 
-    This process reads each chunk's encoded bytes (``read`` need not be picklable: a table in
-    memory, files) and worker processes decode them (:func:`_decode_chunk`), with at most two
-    chunks per worker in flight. A chunk file is written atomically once decoded, so a decode
-    killed at any point restarts at its first missing chunk; ``plan.json`` holds what the
-    chunks were cut for, and chunks of another plan are discarded.
+    Worker processes decode the chunks (:func:`_decode_chunk`), at most two per worker in
+    flight; an :class:`ImageFiles` reader gives each worker its chunk's files to read, any
+    other (``read`` need not pickle: a table in memory) is read here and its bytes sent. A
+    chunk file is written atomically once decoded, so a decode killed at any point restarts
+    at its first missing chunk; ``plan.json`` holds what the chunks were cut for, and chunks
+    of another plan are discarded.
     """
     from tqdm.auto import tqdm
 
@@ -1168,8 +1190,11 @@ def _decode_chunks(
     def size(i: int) -> int:
         return min(DECODE_CHUNK_IMAGES, total - starts[i])
 
-    def job(i: int) -> tuple[list[np.ndarray | tuple[str, str]], int | None, int | None, Path]:
-        return [_read_raw(read, j) for j in range(starts[i], starts[i] + size(i))], limit, opts.image_size, paths[i]
+    def job(i: int) -> tuple[ImageFiles | list[np.ndarray | tuple[str, str]], int | None, int | None, Path]:
+        stop = starts[i] + size(i)
+        if isinstance(read, ImageFiles):
+            return read.part(starts[i], stop), limit, opts.image_size, paths[i]
+        return [_read_raw(read, j) for j in range(starts[i], stop)], limit, opts.image_size, paths[i]
 
     done = total - sum(size(i) for i in todo)
     report = getattr(_progress_hooks, "report", None)
@@ -1242,9 +1267,9 @@ def _read_raw(read: Callable[[int], np.ndarray], index: int) -> np.ndarray | tup
 
 
 def _decode_chunk(
-    raws: list[np.ndarray | tuple[str, str]], limit: int | None, image_size: int | None, path: Path
+    source: ImageFiles | list[np.ndarray | tuple[str, str]], limit: int | None, image_size: int | None, path: Path
 ) -> None:
-    """Decode one chunk's encoded images and write them to ``path`` (atomically).
+    """Decode one chunk's images (its files, or their encoded bytes) and write them to ``path`` (atomically).
 
     Each image is checked against the pixel limit from its header, decoded, and resized at
     once when it has to be (``image_size``, or above :data:`AUTO_IMAGE_SIZE` on a side when no
@@ -1257,6 +1282,8 @@ def _decode_chunk(
         # torchvision 0.29 deprecates its decoders in favour of torchcodec; they still work and
         # are 3-4x faster than Pillow here. Pillow remains the fallback for other formats.
         warnings.simplefilter("ignore", DeprecationWarning)
+        # Files are read one at a time, as they are decoded.
+        raws = (_read_raw(source, j) for j in range(len(source))) if isinstance(source, ImageFiles) else source
         for raw in raws:
             kind, detail, image, above, side = "ok", "", None, False, None
             if isinstance(raw, tuple):

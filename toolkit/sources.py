@@ -47,13 +47,13 @@ from toolkit.artifacts import fingerprint_bytes, read_json
 from toolkit.data import (
     DECODER_VERSION,
     ImageDataset,
+    ImageFiles,
     SourceOptions,
     UnusableImage,
     cached_decode,
     decode_entries,
     file_listing,
     hold_out_test,
-    read_image_file,
     refuse_unusable,
 )
 from toolkit.errors import SampleSiftError, require
@@ -283,9 +283,7 @@ def load_list(csv_path: Path, spec: str, ws: Workspace, opts: SourceOptions) -> 
     def decode(work: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         held_out = hold_out_test(entries, opts, where, notes=notes, missing_test="add a split column (train, test)")
         paths = [root / name for name, _ in held_out["train"] + held_out["test"]]
-        return decode_entries(
-            where, held_out, lambda i: read_image_file(paths[i]), class_names, opts, notes=notes, files=True, work=work
-        )
+        return decode_entries(where, held_out, ImageFiles(paths), class_names, opts, notes=notes, files=True, work=work)
 
     # The images are relative to the CSV's folder, which is the data set's source (exports copy from it).
     return cached_decode(ws, csv_path.stem, spec, str(root), source_key, decode, origin=f"list:{csv_path.resolve()}")
