@@ -24,7 +24,12 @@ A *data spec* names where images come from:
 Decoding happens once per source version: the arrays are cached under
 ``<workspace>/cache/datasets`` keyed by a fingerprint of the source (every file's path, size
 and modification time) and of the options that change what is decoded, so a changed source
-is decoded again and never served stale.
+is decoded again and never served stale. The cached images are read memory-mapped, so a set
+larger than the memory loads at once. Encoded images are decoded in chunks by parallel worker
+processes; each chunk is kept as it is done, so an interrupted decode resumes where it stopped.
+They are brought to one size while they are decoded: ``image_size`` S (shorter side to S,
+then the centre square), by default their native size when none is above
+:data:`AUTO_IMAGE_SIZE` pixels, else that size.
 
 Every encoded image (image folders, ``list:`` and ``hf:``) goes through one pipeline
 (:func:`decode_entries`): its size is read from its header before it is decoded, and an
