@@ -1440,27 +1440,34 @@ def cached_decode(
     # The lock is outside the workspace, so that a refused source leaves nothing behind in it.
     lock = Path(tempfile.gettempdir()) / "samplesift-locks" / f"{fingerprint_bytes(str(folder.resolve()))[:20]}.lock"
     with exclusive_lock(lock, "unused: waits for the lock", wait_s=math.inf):
-        cached = _read_cache(folder, source_key, name, spec, source)
-        if cached is not None:
-            return cached
-        work = ws.cache_dir / f".partial-{cache_name}"  # hidden: never taken for a stale entry
         try:
-            arrays, meta = decode(work)
-        except SampleSiftError:
-            _remove_work(work, ws)  # refused (bad files, no test split): nothing to resume
-            raise
-        if "fingerprint" not in meta:  # sources decoded in memory (decode_entries fingerprints its files)
-            meta["fingerprint"] = content_fingerprint(*(arrays[k] for k in _ARRAY_NAMES), tuple(meta["class_names"]))
-        meta.update(source_key=source_key, source=source, origin=origin)
-        with atomic_directory(folder) as tmp:
-            for key in _ARRAY_NAMES:
-                written = getattr(arrays[key], "filename", None)  # decode_entries' memory-mapped files
-                if written is not None and Path(written).resolve().is_relative_to(work.resolve()):
-                    os.replace(written, tmp / f"{key}.npy")  # moved, not copied (a map of it stays valid)
-                else:
-                    np.save(tmp / f"{key}.npy", arrays[key], allow_pickle=False)
-            atomic_write_json(tmp / "meta.json", meta)
-        shutil.rmtree(work, ignore_errors=True)
+            cached = _read_cache(folder, source_key, name, spec, source)
+            if cached is not None:
+                return cached
+            work = ws.cache_dir / f".partial-{cache_name}"  # hidden: never taken for a stale entry
+            try:
+                arrays, meta = decode(work)
+            except SampleSiftError:
+                _remove_work(work, ws)  # refused (bad files, no test split): nothing to resume
+                raise
+            if "fingerprint" not in meta:  # sources decoded in memory (decode_entries fingerprints its files)
+                meta["fingerprint"] = content_fingerprint(
+                    *(arrays[k] for k in _ARRAY_NAMES), tuple(meta["class_names"])
+                )
+            meta.update(source_key=source_key, source=source, origin=origin)
+            with atomic_directory(folder) as tmp:
+                for key in _ARRAY_NAMES:
+                    written = getattr(arrays[key], "filename", None)  # decode_entries' memory-mapped files
+                    if written is not None and Path(written).resolve().is_relative_to(work.resolve()):
+                        os.replace(written, tmp / f"{key}.npy")  # moved, not copied (a map of it stays valid)
+                    else:
+                        np.save(tmp / f"{key}.npy", arrays[key], allow_pickle=False)
+                atomic_write_json(tmp / "meta.json", meta)
+            shutil.rmtree(work, ignore_errors=True)
+        finally:
+            # Tidy the temporary folder. A process already waiting on this file still gets its lock and
+            # finds the entry; only after a refusal could it and a newcomer (a new file) both decode.
+            lock.unlink(missing_ok=True)
     _remove_stale_caches(ws, folder, origin)
     dataset = _read_cache(folder, source_key, name, spec, source)
     require(dataset is not None, f"the decoded cache entry {folder} cannot be read back; check the disk and retry")
