@@ -697,6 +697,7 @@ def test_errors_name_the_app_controls_not_cli_flags(workspace: Path, tmp_path: P
     too_large = "1 image(s) in x exceed the limit of 9 pixels, ...; fix or remove them, or pass --bad-images skip to "
     too_large += "leave them out (or --max-pixels N to raise the limit)"
     assert app_message(too_large).endswith("(or raise *Most pixels per image* in the sidebar)")
+    assert app_message("--image-size must be a whole number").startswith("*Decode size* must")
 
 
 def test_figure_notes_sit_below_the_axis_titles_and_counts_are_singular(

@@ -78,6 +78,7 @@ APP_CONTROLS: dict[str, str] = {
     "--overwrite": "*Overwrite an earlier export*",
     "--bad-images skip": "*Skip unreadable images*",
     "--resume": "*Resume*",
+    "--image-size": "*Decode size*",
 }
 
 
@@ -330,7 +331,7 @@ def sidebar() -> Context | None:
                 "refuse the source, or are skipped with the box above.",
             )
             st.number_input(
-                "Image size, px (0 = automatic)",
+                "Decode size, px (0 = automatic)",
                 min_value=0,
                 max_value=1024,
                 step=16,
@@ -386,13 +387,15 @@ def sidebar() -> Context | None:
 
 def _pending() -> dict[str, Any]:
     """What the sidebar's fields describe now (loaded or not)."""
+    source = st.session_state.get("data_source", SOURCES[0])
     return {
-        "source": st.session_state.get("data_source", SOURCES[0]),
+        "source": source,
         "spec": current_spec(),
         "cap": int(st.session_state.get("max_per_class") or 0),
         "skip": bool(st.session_state.get("skip_bad", False)),
         "max_pixels": int(st.session_state.get("max_pixels") or 0),
-        "image_size": int(st.session_state.get("image_size") or 0),
+        # digits is arrays, nothing to decode: the size is kept for the sources it applies to.
+        "image_size": int(st.session_state.get("image_size") or 0) if source != SOURCES[0] else 0,
         "workspace": (st.session_state.get("workspace") or "").strip() or default_workspace(),
     }
 
