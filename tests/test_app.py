@@ -697,6 +697,7 @@ def test_errors_name_the_app_controls_not_cli_flags(workspace: Path, tmp_path: P
     too_large = "1 image(s) in x exceed the limit of 9 pixels, ...; fix or remove them, or pass --bad-images skip to "
     too_large += "leave them out (or --max-pixels N to raise the limit)"
     assert app_message(too_large).endswith("(or raise *Most pixels per image* in the sidebar)")
+    assert app_message("--image-size must be a whole number").startswith("*Decode size* must")
 
 
 def test_figure_notes_sit_below_the_axis_titles_and_counts_are_singular(
@@ -1004,3 +1005,22 @@ def test_the_selectors_and_train_choices_survive_a_refresh(
     assert again.radio(key="train_length").value == "time budget"
     assert again.number_input(key="train_budget").value == 45.0
     assert again.number_input(key="train_batch").value == 64 and again.selectbox(key="train_norm").value == "lrn"
+
+
+def test_the_sidebar_image_size_loads_and_is_kept_in_the_url(tmp_path: Path, fresh_workspace: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / "imgs" / split / cls).mkdir(parents=True)
+            for i in range(2):
+                pixels = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "imgs" / split / cls / f"{i}.png")
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    for key, value in {"source": "folder", "data": str(tmp_path / "imgs"), "imgsize": "16"}.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception and not at.error
+    assert at.number_input(key="image_size").value == 16 and at.query_params["imgsize"] == "16"
+    assert any("16x16x3" in c.value for c in at.sidebar.caption)  # decoded to the chosen size

@@ -440,6 +440,18 @@ CASES = [
         "hf-no-image-column", "files", _hf_without_images, r"has no image column \(its columns: text \(string\), label"
     ),
     Case("export-out-under-a-file", "files", _out_under_a_file, r"lies under .*a-file, which is a file, not a folder"),
+    Case(
+        "image-size-too-small",
+        "files",
+        lambda ws, tmp: ["select", "--data", str(tmp), "--image-size", "4", "--method", "random", "--size", "1"],
+        r"--image-size must be a whole number of pixels from 8 to 1024, got 4",
+    ),
+    Case(
+        "image-size-on-arrays",
+        "files",
+        _args("select", "--data", "digits", "--image-size", "32", "--method", "random", "--size", "1"),
+        r"--image-size does not apply to --data digits",
+    ),
     # arguments
     Case("steps-zero", "arguments", _args("train", "--steps", "0"), "--steps must be a positive whole number"),
     Case("no-length", "arguments", _args("train"), "exactly one of --steps or --time-budget"),

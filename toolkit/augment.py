@@ -1,6 +1,7 @@
 """Batched, device-resident data augmentation: the TF tutorial's distortions as tensor ops.
 
-The whole data set lives on the training device as one uint8 tensor (N x H x W x C). Each
+The whole data set lives on the training device as one uint8 tensor (N x H x W x C) where it
+fits, else batches are gathered from the memory-mapped cache (:class:`DeviceImages`). Each
 batch is cut from it by index: random crop and horizontal flip are a single gather (the
 flip is folded into the column index), then brightness, contrast and per-image
 standardisation run on the batch in float32 as one fused multiply-add. No per-sample
@@ -17,6 +18,8 @@ that follows, so it is off by default (``brightness=0``); set 63 for fidelity.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -121,11 +124,79 @@ def center_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
 
 
 def to_device_images(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Place a uint8 (N, H, W, C) array on ``device`` as one contiguous tensor."""
+    """Place a uint8 (N, H, W, C) array on ``device`` as one contiguous tensor.
+
+    A read-only array (a memory-mapped cache) is copied: a tensor must own writable memory.
+    """
+    if isinstance(images, np.ndarray) and not images.flags.writeable:
+        images = np.array(images)
     tensor = torch.as_tensor(images)
     if tensor.dtype != torch.uint8:
         raise TypeError(f"images must be uint8, got {tensor.dtype}")
     return tensor.to(device).contiguous()
+
+
+#: Share of the device's free memory (or of the machine's available memory, for the CPU) the whole
+#: image array may take to be placed there; above it, batches are gathered from the array on demand.
+RESIDENT_SHARE = 0.5
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on ``device``: the GPU's free memory, or the machine's available memory for the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+class DeviceImages:
+    """A uint8 (N, H, W, C) image array to cut batches from, on the device when it fits.
+
+    Where the whole array takes at most :data:`RESIDENT_SHARE` of the device's free memory
+    (CIFAR-10's 150 MB anywhere), it is placed there once and a batch is an index into it, as
+    it always was. Otherwise (a million images in a memory-mapped cache) it stays where it is
+    and each batch is gathered from it and moved to the device: the same pixels either way,
+    and the random draws that pick the batch do not depend on which.
+
+    Indexing takes a slice or an index tensor (on any device) and returns a uint8 tensor on
+    :attr:`device`.
+    """
+
+    def __init__(self, images: np.ndarray, device: torch.device, *, resident: bool | None = None) -> None:
+        if images.dtype != np.uint8:
+            raise TypeError(f"images must be uint8, got {images.dtype}")
+        self.device = device
+        self.shape = tuple(int(n) for n in images.shape)
+        if resident is None:
+            resident = images.nbytes <= RESIDENT_SHARE * free_memory(device)
+        self.resident = to_device_images(images, device) if resident else None
+        self.host = None if resident else images
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice | torch.Tensor) -> torch.Tensor:
+        if self.resident is not None:
+            return self.resident[key]
+        assert self.host is not None
+        rows = key if isinstance(key, slice) else key.cpu().numpy()
+        return torch.from_numpy(np.array(self.host[rows])).to(self.device)  # a copy: the map is read-only
+
+
+def image_batches(images: np.ndarray, device: torch.device, batch: int) -> Iterator[torch.Tensor]:
+    """Consecutive batches of a uint8 (N, H, W, C) array as tensors on ``device``: streaming inference.
+
+    Only one batch is copied at a time, so a memory-mapped array of any size is embedded in
+    the memory of a batch.
+    """
+    for start in range(0, len(images), batch):
+        yield torch.from_numpy(np.array(images[start : start + batch])).to(device)
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,20 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
         "(default: Pillow's limit, 89,478,485); larger ones are refused, or skipped with --bad-images skip",
     )
     parser.add_argument(
+        "--image-size",
+        type=_positive_int,
+        metavar="S",
+        help="bring every image to S x S while decoding (shorter side to S, then the centre square); default: "
+        "the native size when every image is at most 64 px, else 64",
+    )
+    parser.add_argument(
+        "--decode-workers",
+        type=_positive_int,
+        metavar="N",
+        help="processes that decode a new source in parallel (default: one per core, at most 8); "
+        "the result is the same for any number",
+    )
+    parser.add_argument(
         "--test-fraction",
         type=_number,
         help="for a source without a test split: hold out this share of each class's training images as one",
@@ -117,7 +131,7 @@ def _source_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The ``load_dataset`` keywords of the flags :func:`_source_options` adds."""
     from toolkit.data import LOAD_OPTIONS
 
-    given = {key: getattr(args, key) for key in LOAD_OPTIONS if getattr(args, key) is not None}
+    given = {key: getattr(args, key) for key in (*LOAD_OPTIONS, "decode_workers") if getattr(args, key) is not None}
     return {"bad_files": args.bad_images, **given}
 
 

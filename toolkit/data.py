@@ -24,7 +24,12 @@ A *data spec* names where images come from:
 Decoding happens once per source version: the arrays are cached under
 ``<workspace>/cache/datasets`` keyed by a fingerprint of the source (every file's path, size
 and modification time) and of the options that change what is decoded, so a changed source
-is decoded again and never served stale.
+is decoded again and never served stale. The cached images are read memory-mapped, so a set
+larger than the memory loads at once. Encoded images are decoded in chunks by parallel worker
+processes; each chunk is kept as it is done, so an interrupted decode resumes where it stopped.
+They are brought to one size while they are decoded: ``image_size`` S (shorter side to S,
+then the centre square), by default their native size when none is above
+:data:`AUTO_IMAGE_SIZE` pixels, else that size.
 
 Every encoded image (image folders, ``list:`` and ``hf:``) goes through one pipeline
 (:func:`decode_entries`): its size is read from its header before it is decoded, and an
@@ -40,14 +45,17 @@ selections and runs record it, and refuse to mix artifacts from different data.
 from __future__ import annotations
 
 import io
+import math
 import os
 import shutil
+import tempfile
 import threading
 import time
+import uuid
 import warnings
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -57,9 +65,12 @@ import numpy as np
 
 from toolkit.artifacts import (
     atomic_directory,
+    atomic_save_npz,
     atomic_write_json,
+    exclusive_lock,
     fingerprint_arrays,
     fingerprint_bytes,
+    fingerprint_npy_files,
     read_json,
     safe_name,
 )
@@ -77,7 +88,15 @@ BadFiles = Literal["error", "skip"]
 #: Load options a data set records when they are set, so that a run resumed in another process
 #: (:func:`load_recorded`) or a job started by the app loads exactly the same data. Each is also
 #: the CLI flag of the same name (``max_pixels`` is ``--max-pixels``).
-LOAD_OPTIONS = ("max_pixels", "test_fraction", "test_seed", "allow_outside_root", "image_column", "label_column")
+LOAD_OPTIONS = (
+    "max_pixels",
+    "image_size",
+    "test_fraction",
+    "test_seed",
+    "allow_outside_root",
+    "image_column",
+    "label_column",
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +108,9 @@ class SourceOptions:
             refuses the source naming them, ``"skip"`` leaves them out and lists them.
         max_pixels: the most pixels (width x height) an image may have, read from its header
             before decoding; ``None`` is Pillow's limit (``Image.MAX_IMAGE_PIXELS``).
+        image_size: bring every image to ``image_size`` x ``image_size`` while decoding
+            (shorter side, then the centre square); ``None``: the native size when no image is
+            above :data:`AUTO_IMAGE_SIZE` pixels on a side, else that size.
         test_fraction: for a source without a test split, the share of each class's training
             images held out as the test split; ``None`` refuses such a source, naming the option.
         test_seed: the seed of that hold-out.
@@ -96,22 +118,34 @@ class SourceOptions:
         image_column, label_column: ``list:`` and ``hf:`` only, the columns to read (default:
             found by name or type).
         progress: show a progress bar while decoding.
+        decode_workers: processes that decode in parallel (``None``: :func:`default_decode_workers`);
+            the arrays are the same for any number, so it is neither recorded nor in the cache key.
     """
 
     bad_files: BadFiles = "error"
     max_pixels: int | None = None
+    image_size: int | None = None
     test_fraction: float | None = None
     test_seed: int = 0
     allow_outside_root: bool = False
     image_column: str | None = None
     label_column: str | None = None
     progress: bool = False
+    decode_workers: int | None = None
 
     def validate(self) -> None:
         require(self.bad_files in ("error", "skip"), f"bad_files must be 'error' or 'skip', got {self.bad_files!r}")
         require(
             self.max_pixels is None or (is_whole(self.max_pixels) and self.max_pixels >= 1),
             f"--max-pixels must be a positive whole number, got {self.max_pixels!r}",
+        )
+        require(
+            self.image_size is None or (is_whole(self.image_size) and 8 <= self.image_size <= 1024),
+            f"--image-size must be a whole number of pixels from 8 to 1024, got {self.image_size!r}",
+        )
+        require(
+            self.decode_workers is None or (is_whole(self.decode_workers) and self.decode_workers >= 1),
+            f"--decode-workers must be a positive whole number, got {self.decode_workers!r}",
         )
         require(
             self.test_fraction is None or (is_real(self.test_fraction) and 0 < float(self.test_fraction) < 1),
@@ -126,6 +160,7 @@ class SourceOptions:
         """The :data:`LOAD_OPTIONS` set away from their defaults (the seed only with a fraction)."""
         values = {
             "max_pixels": self.max_pixels,
+            "image_size": self.image_size,
             "test_fraction": self.test_fraction,
             "test_seed": self.test_seed if self.test_fraction is not None else None,
             "allow_outside_root": self.allow_outside_root or None,
@@ -289,9 +324,12 @@ def content_fingerprint(
     test_labels: np.ndarray,
     class_names: tuple[str, ...],
 ) -> str:
-    return fingerprint_bytes(
-        fingerprint_arrays(train_images, train_labels, test_images, test_labels), "\n".join(class_names)
-    )
+    return _names_fingerprint(fingerprint_arrays(train_images, train_labels, test_images, test_labels), class_names)
+
+
+def _names_fingerprint(arrays_fingerprint: str, class_names: tuple[str, ...] | list[str]) -> str:
+    """A data set's fingerprint from its arrays' fingerprint and its class names."""
+    return fingerprint_bytes(arrays_fingerprint, "\n".join(class_names))
 
 
 def _make_dataset(
@@ -334,6 +372,8 @@ def load_dataset(
     allow_outside_root: bool = False,
     image_column: str | None = None,
     label_column: str | None = None,
+    image_size: int | None = None,
+    decode_workers: int | None = None,
 ) -> ImageDataset:
     """Load a data set from a spec (see the module docstring), decoding at most once.
 
@@ -347,8 +387,8 @@ def load_dataset(
             or above the pixel limit): ``"error"`` refuses the source and names them, ``"skip"``
             leaves them out and lists them in :attr:`ImageDataset.skipped_files`.
         progress: show a progress bar while decoding.
-        max_pixels, test_fraction, test_seed, allow_outside_root, image_column, label_column:
-            see :class:`SourceOptions`. The ones that are set are recorded in
+        max_pixels, image_size, test_fraction, test_seed, allow_outside_root, image_column,
+        label_column, decode_workers: see :class:`SourceOptions`. The ones that are set are recorded in
             :attr:`ImageDataset.load_options`.
 
     Raises:
@@ -364,6 +404,8 @@ def load_dataset(
         image_column=image_column,
         label_column=label_column,
         progress=progress,
+        image_size=image_size,
+        decode_workers=decode_workers,
     )
     opts.validate()
     ws = as_workspace(workspace)
@@ -419,6 +461,7 @@ def _refuse_unused_options(spec: str, kind: str, opts: SourceOptions) -> None:
     unused = []
     if not encoded:
         unused += ["--test-fraction"] * (opts.test_fraction is not None)
+        unused += ["--image-size"] * (opts.image_size is not None)
     if kind != "list":
         unused += ["--allow-outside-root"] * opts.allow_outside_root
     if kind not in ("list", "hf"):
@@ -426,8 +469,8 @@ def _refuse_unused_options(spec: str, kind: str, opts: SourceOptions) -> None:
         unused += ["--label-column"] * (opts.label_column is not None)
     require(
         not unused,
-        f"{', '.join(unused)} does not apply to --data {spec} (--test-fraction applies to image folders, list: "
-        "and hf: sources; --image-column and --label-column to list: and hf:; "
+        f"{', '.join(unused)} does not apply to --data {spec} (--test-fraction and --image-size apply to image "
+        "folders, list: and hf: sources, whose images are decoded; --image-column and --label-column to list: and hf:; "
         "--allow-outside-root to list:); leave it out",
     )
 
@@ -558,7 +601,7 @@ def _load_torchvision_cifar10(root: Path, spec: str, ws: Workspace, *, download:
     listing = file_listing(batches, sorted(p for p in batches.iterdir() if p.is_file()))
     source_key = fingerprint_bytes(DECODER_VERSION, "torchvision-cifar10", str(batches.resolve()), listing)
 
-    def decode() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def decode(_work: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # decoded in memory: no work folder
         import torchvision
 
         try:
@@ -692,8 +735,8 @@ def _pillow_admits(limit: int | None) -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = current
 
 
-def _check_pixels(raw: np.ndarray, limit: int | None) -> None:
-    """Raise :class:`UnusableImage` (``too-large``) if the encoded image ``raw`` has more than ``limit`` pixels.
+def _check_pixels(raw: np.ndarray, limit: int | None) -> tuple[int, int]:
+    """The encoded image's (width, height); :class:`UnusableImage` (``too-large``) above ``limit`` pixels.
 
     Only the header is read (Pillow's ``Image.open`` is lazy), so a decompression bomb (a few MB
     that decode to gigabytes; torchvision's decoder has no limit) is caught before it is decoded.
@@ -712,6 +755,7 @@ def _check_pixels(raw: np.ndarray, limit: int | None) -> None:
     width, height = size
     if limit is not None and width * height > limit:
         raise UnusableImage("too-large", f"{width} x {height} = {width * height:,} pixels")
+    return width, height
 
 
 def _png_or_jpeg_size(data: memoryview) -> tuple[int, int] | None:
@@ -769,6 +813,49 @@ def _decode_image(raw: np.ndarray) -> np.ndarray:
             image = image.convert("RGBA" if has_alpha else "RGB")
         array = np.asarray(image)
     return array if array.ndim == 3 else array[..., None]
+
+
+def _decode_jpeg_reduced(raw: np.ndarray, side: int) -> np.ndarray | None:
+    """A large JPEG decoded at a reduced scale whose shorter side is still at least ``side``; else ``None``.
+
+    libjpeg scales by 1/2, 1/4 or 1/8 while decoding (Pillow's ``draft``), several times
+    faster than decoding every pixel of a photo that :func:`fit_square` then shrinks anyway.
+    Only plain RGB and gray JPEGs at least twice ``side`` on their shorter side; the rest (and
+    every other format) are left to :func:`_decode_image`.
+    """
+    if raw[:3].tobytes() != _JPEG_MAGIC:
+        return None
+    from PIL import Image
+
+    with Image.open(io.BytesIO(raw)) as image:
+        width, height = image.size
+        if image.mode not in ("RGB", "L") or min(width, height) < 2 * side:
+            return None
+        scale = side / min(width, height)
+        image.draft(image.mode, (math.ceil(width * scale), math.ceil(height * scale)))
+        array = np.asarray(image)
+    return array if array.ndim == 3 else array[..., None]
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """A reader of image files by index (``reader(i)`` is file ``i``'s encoded bytes) that pickles.
+
+    :func:`decode_entries` hands a worker process the files of its chunk (:meth:`part`), and
+    the worker reads them itself: the encoded bytes of a chunk of large photos (gigabytes)
+    never pass through, or wait in, the process that hands out the chunks.
+    """
+
+    paths: Sequence[Path]
+
+    def __call__(self, index: int) -> np.ndarray:
+        return read_image_file(self.paths[index])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def part(self, start: int, stop: int) -> ImageFiles:
+        return ImageFiles(tuple(self.paths[start:stop]))
 
 
 def read_image_file(path: Path) -> np.ndarray:
@@ -843,11 +930,18 @@ def _load_image_folder(root: Path, spec: str, ws: Workspace, opts: SourceOptions
     listing = "\n".join(listing_lines)
     source_key = fingerprint_bytes(DECODER_VERSION, "image-folder", str(root.resolve()), opts.cache_key(), listing)
 
-    def decode() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def decode(work: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         held_out = hold_out_test(entries, opts, str(root), notes=notes)
         paths = [root / rel for rel, _ in held_out["train"] + held_out["test"]]
         return decode_entries(
-            str(root), held_out, lambda i: read_image_file(paths[i]), class_names, opts, notes=notes, files=True
+            str(root),
+            held_out,
+            ImageFiles(paths),
+            class_names,
+            opts,
+            notes=notes,
+            files=True,
+            work=work,
         )
 
     return cached_decode(ws, root.resolve().name, spec, str(root.resolve()), source_key, decode)
@@ -961,6 +1055,7 @@ def decode_entries(
     *,
     notes: list[str],
     files: bool,
+    work: Path,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Decode every image of a source into the cached arrays: the one pipeline of folders, ``list:`` and ``hf:``.
 
@@ -971,77 +1066,70 @@ def decode_entries(
         read: ``read(i)`` is the encoded bytes (writable uint8) of the ``i``-th entry, train
             entries first; it raises :class:`UnusableImage` or ``OSError`` for one it cannot give.
         class_names: the names of the labels.
-        opts: the bad-file rule, the pixel limit and the progress bar.
+        opts: the bad-file rule, the pixel limit, the image size, the decode workers and the
+            progress bar.
         notes: what loading changed, extended here (resized images, skipped files).
         files: record the names as the data set's source files (``train_files``).
+        work: this decode's own folder (kept across an interrupted decode): the decoded chunks,
+            then the four ``.npy`` files (returned memory-mapped), which :func:`cached_decode`
+            moves into the cache entry.
 
-    Every image's size is checked from its header before it is decoded (:func:`_check_pixels`).
-    Unusable images refuse the source, grouped by kind and named, or are left out with
-    ``bad_files="skip"``. Images are converted to one channel count (colour if any is) and
-    resized to the most common size.
+    The images are decoded in chunks (:func:`_decode_chunks`: in parallel worker processes,
+    each chunk written once, so an interrupted decode resumes at the first missing chunk) and
+    then written, chunk by chunk, into the ``.npy`` files: no step holds more than a chunk in
+    memory. Every image's size is checked from its header before it is decoded
+    (:func:`_check_pixels`); unusable images refuse the source, grouped by kind and named, or
+    are left out with ``bad_files="skip"``. Images are converted to one channel count (colour
+    if any is) and brought to one size: ``opts.image_size`` (shorter side to S, then the
+    centre S x S), else the native size when no image is above :data:`AUTO_IMAGE_SIZE` pixels
+    on a side (the most common size, the others resized to it), else :data:`AUTO_IMAGE_SIZE`.
     """
-    from tqdm.auto import tqdm
-
     names = [name for name, _ in entries["train"] + entries["test"]]
     limit = opts.pixel_limit()
-    bad: dict[str, list[tuple[str, str]]] = {kind: [] for kind in _UNUSABLE_WORDS}
-    decoded: list[np.ndarray | None] = []
-
-    # Sequential on purpose: torchvision's decoder is fast (~0.1 ms per CIFAR image) and a
-    # thread pool was measured slower here because of the GIL hand-offs.
-    with warnings.catch_warnings(), _pillow_admits(limit):
-        # torchvision 0.29 deprecates its decoders in favour of torchcodec; they still work and
-        # are 3-4x faster than Pillow here. Pillow remains the fallback for other formats.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        report = getattr(_progress_hooks, "report", None)
-        start = last = time.monotonic()
-        for i in tqdm(range(len(names)), disable=not opts.progress, desc="decode", unit="img"):
-            image = None
-            try:
-                raw = read(i)
-                _check_pixels(raw, limit)
-                image = _decode_image(raw)
-            except UnusableImage as exc:
-                bad[exc.kind].append((names[i], exc.detail))
-            except Exception:  # any reader or decoder failure means the image is unusable
-                bad["unreadable"].append((names[i], ""))
-            decoded.append(image)
-            if report is not None and time.monotonic() - last >= 0.5:
-                last = time.monotonic()
-                report(len(decoded), len(names), last - start)
-    shown_limit = "no" if limit is None else f"{limit:,}"
+    chunk_paths = _decode_chunks(len(names), read, limit, opts, work / "chunks")
+    statuses = [_chunk_status(path) for path in chunk_paths]
+    kinds = np.concatenate([k for k, _, _, _ in statuses])
+    details = [d for _, d, _, _ in statuses for d in d.tolist()]
+    shapes = np.concatenate([sh for _, _, sh, _ in statuses])
+    large = bool(any(big.any() for _, _, _, big in statuses))
+    bad = {
+        kind: [(names[i], details[i]) for i in np.flatnonzero(kinds == code)]
+        for kind, code in _KIND_CODES.items()
+        if kind != "ok"
+    }
     noun = "file(s)" if files else "image(s)"
     if opts.bad_files == "error":
         refuse_unusable(where, bad, limit, noun)
-    good = [img for img in decoded if img is not None]
-    require(bool(good), f"no readable images in {where}")
-    channels = 3 if any(img.shape[2] >= 3 for img in good) else 1
-    size = Counter(img.shape[:2] for img in good).most_common(1)[0][0]
-    resized = 0
-    arrays: dict[str, np.ndarray] = {}
-    kept: dict[str, list[str]] = {}
-    position = 0
+    good = kinds == 0
+    require(bool(good.any()), f"no readable images in {where}")
+    channels = 3 if bool((shapes[good, 2] >= 3).any()) else 1
+    side = opts.image_size or (AUTO_IMAGE_SIZE if large else None)
+    if side is not None:
+        size = (int(side), int(side))
+    else:  # every image at most AUTO_IMAGE_SIZE: the most common native size (ties: the first seen)
+        size = Counter(tuple(hw) for hw in shapes[good, :2].tolist()).most_common(1)[0][0]
+    out = work / f"out-{uuid.uuid4().hex[:8]}"  # this process's own (see cached_decode's lock)
+    out.mkdir(parents=True)
+    num_train = len(entries["train"])
+    kept = {"train": np.flatnonzero(good[:num_train]), "test": num_train + np.flatnonzero(good[num_train:])}
+    resized = _write_images(chunk_paths, len(names), kept, size, channels, square=side is not None, out=out)
+    labels = np.asarray([label for _, label in entries["train"] + entries["test"]], dtype=np.int64)
     for split in ("train", "test"):
-        images, labels, split_names = [], [], []
-        for name, label in entries[split]:
-            image = decoded[position]
-            position += 1
-            if image is None:
-                continue
-            image = _to_channels(image, channels)
-            if image.shape[:2] != size:
-                image = _resize(image, size)
-                resized += 1
-            images.append(image)
-            labels.append(label)
-            split_names.append(name)
-        shape = (0, *size, channels)
-        arrays[f"{split}_images"] = np.stack(images) if images else np.zeros(shape, np.uint8)
-        arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.int64)
-        kept[split] = split_names
-    require(len(arrays["train_labels"]) > 0, f"no readable training images in {where}")
-    if resized:
+        np.save(out / f"{split}_labels.npy", labels[kept[split]], allow_pickle=False)
+    require(len(kept["train"]) > 0, f"no readable training images in {where}")
+    if opts.image_size is not None:
+        notes.append(
+            f"images were brought to {side}x{side} as --image-size {side} asks (shorter side to {side}, "
+            "then the centre square)"
+        )
+    elif side is not None:
+        notes.append(
+            f"images above {AUTO_IMAGE_SIZE} px were found, so every image was brought to {side}x{side} (shorter "
+            f"side to {side}, then the centre square), the default; --image-size S chooses another size"
+        )
+    elif resized:
         notes.append(f"{resized} image(s) differed from the common size {size[0]}x{size[1]} and were resized to it")
+    shown_limit = "no" if limit is None else f"{limit:,}"
     for kind, items in bad.items():
         if items:
             listed = ", ".join(f"{n} ({d})" if d else n for n, d in items[:3]) + (", ..." if len(items) > 3 else "")
@@ -1049,12 +1137,265 @@ def decode_entries(
             notes.append(f"{len(items)} {words} were skipped: {listed}")
     meta = {
         "class_names": list(class_names),
-        "train_files": kept["train"] if files else None,
-        "test_files": kept["test"] if files else None,
+        "train_files": [names[i] for i in kept["train"]] if files else None,
+        "test_files": [names[i] for i in kept["test"]] if files else None,
         "skipped_files": [name for items in bad.values() for name, _ in items],
         "notes": notes,
+        "image_size": side,
+        "fingerprint": _names_fingerprint(
+            fingerprint_npy_files(*(out / f"{key}.npy" for key in _ARRAY_NAMES)), class_names
+        ),
     }
-    return arrays, meta
+    return {key: _load_array(out / f"{key}.npy") for key in _ARRAY_NAMES}, meta
+
+
+#: Images at most this many pixels on a side keep their native size unless ``--image-size`` says
+#: otherwise; a source with larger ones is brought to this size (the models' cost grows with it).
+AUTO_IMAGE_SIZE = 64
+#: Images per decoded chunk: the unit one worker decodes and writes, and that a resumed decode skips.
+DECODE_CHUNK_IMAGES = 2048
+#: How a chunk records each entry's outcome (``ok`` or an :class:`UnusableImage` kind).
+_KIND_CODES = {"ok": 0, "unreadable": 1, "missing": 2, "too-large": 3}
+
+
+def default_decode_workers() -> int:
+    """Worker processes of a decode: one per core, at most 8 (reading the files becomes the limit)."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _decode_chunks(
+    total: int, read: Callable[[int], np.ndarray], limit: int | None, opts: SourceOptions, folder: Path
+) -> list[Path]:
+    """Decode the ``total`` entries into chunk files in ``folder`` (those already there are kept); their paths.
+
+    Worker processes decode the chunks (:func:`_decode_chunk`), at most two per worker in
+    flight; an :class:`ImageFiles` reader gives each worker its chunk's files to read, any
+    other (``read`` need not pickle: a table in memory) is read here and its bytes sent. A
+    chunk file is written atomically once decoded, so a decode killed at any point restarts
+    at its first missing chunk; ``plan.json`` holds what the chunks were cut for, and chunks
+    of another plan are discarded.
+    """
+    from tqdm.auto import tqdm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    plan = {"images": total, "chunk_images": DECODE_CHUNK_IMAGES, "image_size": opts.image_size, "limit": limit}
+    plan_path = folder / "plan.json"
+    try:
+        same_plan = read_json(plan_path) == plan
+    except SampleSiftError:
+        same_plan = False
+    if not same_plan:
+        for stale in folder.glob("chunk-*.npz"):
+            stale.unlink()
+        atomic_write_json(plan_path, plan)
+    starts = range(0, total, DECODE_CHUNK_IMAGES)
+    paths = [folder / f"chunk-{i:06d}.npz" for i in range(len(starts))]
+    todo = [i for i, path in enumerate(paths) if not path.is_file()]
+
+    def size(i: int) -> int:
+        return min(DECODE_CHUNK_IMAGES, total - starts[i])
+
+    def job(i: int) -> tuple[ImageFiles | list[np.ndarray | tuple[str, str]], int | None, int | None, Path]:
+        stop = starts[i] + size(i)
+        if isinstance(read, ImageFiles):
+            return read.part(starts[i], stop), limit, opts.image_size, paths[i]
+        return [_read_raw(read, j) for j in range(starts[i], stop)], limit, opts.image_size, paths[i]
+
+    done = total - sum(size(i) for i in todo)
+    report = getattr(_progress_hooks, "report", None)
+    start = time.monotonic()
+    workers = min(opts.decode_workers or default_decode_workers(), len(todo))
+    with tqdm(total=total, initial=done, disable=not opts.progress, desc="decode", unit="img") as bar:
+
+        def finished(i: int) -> None:
+            nonlocal done
+            done += size(i)
+            bar.update(size(i))
+            if report is not None:
+                report(done, total, time.monotonic() - start)
+
+        if workers <= 1:
+            for i in todo:
+                _decode_chunk(*job(i))
+                finished(i)
+        else:
+            _decode_in_workers(todo, job, workers, finished)
+    return paths
+
+
+def _decode_in_workers(
+    todo: list[int],
+    job: Callable[[int], tuple[Any, ...]],
+    workers: int,
+    finished: Callable[[int], None],
+) -> None:
+    """Run :func:`_decode_chunk` on every chunk of ``todo`` in ``workers`` spawned processes."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+    # Spawned, not forked: a fork of a process running torch's thread pools can deadlock.
+    context = multiprocessing.get_context("spawn")
+    pending: dict[Future[None], int] = {}
+    queue = iter(todo)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_decode_worker) as pool:
+        try:
+            for i in queue:
+                pending[pool.submit(_decode_chunk, *job(i))] = i
+                if len(pending) >= 2 * workers:  # bound the encoded bytes held for the workers
+                    ready, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in ready:
+                        future.result()
+                        finished(pending.pop(future))
+            for future in list(pending):
+                future.result()
+                finished(pending.pop(future))
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _init_decode_worker() -> None:
+    """A decode worker uses one thread: the workers are the parallelism."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _read_raw(read: Callable[[int], np.ndarray], index: int) -> np.ndarray | tuple[str, str]:
+    """The encoded bytes of entry ``index``, or ``(kind, detail)`` of why it cannot be read."""
+    try:
+        return read(index)
+    except UnusableImage as exc:
+        return exc.kind, exc.detail
+    except Exception:  # any reader failure means the image is unusable
+        return "unreadable", ""
+
+
+def _decode_chunk(
+    source: ImageFiles | list[np.ndarray | tuple[str, str]], limit: int | None, image_size: int | None, path: Path
+) -> None:
+    """Decode one chunk's images (its files, or their encoded bytes) and write them to ``path`` (atomically).
+
+    Each image is checked against the pixel limit from its header, decoded, and resized at
+    once when it has to be (``image_size``, or above :data:`AUTO_IMAGE_SIZE` on a side when no
+    size is given), so a chunk of large photos never holds them at full size. The archive
+    holds the pixels of the usable images back to back, each entry's shape, outcome
+    (:data:`_KIND_CODES`) and detail, and whether it was above :data:`AUTO_IMAGE_SIZE`.
+    """
+    pixels, shapes, kinds, details, large = [], [], [], [], []
+    with warnings.catch_warnings(), _pillow_admits(limit):
+        # torchvision 0.29 deprecates its decoders in favour of torchcodec; they still work and
+        # are 3-4x faster than Pillow here. Pillow remains the fallback for other formats.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        # Files are read one at a time, as they are decoded.
+        raws = (_read_raw(source, j) for j in range(len(source))) if isinstance(source, ImageFiles) else source
+        for raw in raws:
+            kind, detail, image, above, side = "ok", "", None, False, None
+            if isinstance(raw, tuple):
+                kind, detail = raw
+            else:
+                try:
+                    width, height = _check_pixels(raw, limit)
+                    above = max(width, height) > AUTO_IMAGE_SIZE
+                    side = image_size or (AUTO_IMAGE_SIZE if above else None)
+                    image = _decode_jpeg_reduced(raw, side) if side is not None else None
+                    if image is None:
+                        image = _decode_image(raw)
+                except UnusableImage as exc:
+                    kind, detail = exc.kind, exc.detail
+                except Exception:  # any decoder failure means the image is unusable
+                    kind = "unreadable"
+            if image is not None:
+                if side is not None and image.shape[:2] != (side, side):
+                    image = fit_square(image, side)
+                pixels.append(image.reshape(-1))
+            shapes.append(image.shape if image is not None else (0, 0, 0))
+            kinds.append(_KIND_CODES[kind])
+            details.append(detail)
+            large.append(above)
+    atomic_save_npz(
+        path,
+        pixels=np.concatenate(pixels) if pixels else np.zeros(0, np.uint8),
+        shapes=np.asarray(shapes, dtype=np.int64).reshape(-1, 3),
+        kinds=np.asarray(kinds, dtype=np.int8),
+        details=np.asarray(details, dtype=str),
+        large=np.asarray(large, dtype=bool),
+    )
+
+
+def _chunk_status(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A chunk's outcomes, details, shapes and above-the-default flags (not its pixels)."""
+    with np.load(path, allow_pickle=False) as archive:
+        return archive["kinds"], archive["details"], archive["shapes"], archive["large"]
+
+
+def _write_images(
+    chunk_paths: list[Path],
+    total: int,
+    kept: dict[str, np.ndarray],
+    size: tuple[int, int],
+    channels: int,
+    *,
+    square: bool,
+    out: Path,
+) -> int:
+    """Write the kept entries (of ``total``) of each split to ``out/<split>_images.npy``; how many were resized.
+
+    Images of another size are brought to ``size`` with :func:`fit_square` when ``square``
+    (a chosen image size), else stretched to it (the common native size). Written chunk by
+    chunk with plain file writes (the header first), not through a memory map, so the pages
+    written do not count against this process's memory.
+    """
+    shape = (*size, channels)
+    resized = 0
+    handles = {}
+    try:
+        for split, indices in kept.items():
+            handles[split] = open(out / f"{split}_images.npy", "wb")  # noqa: SIM115 (closed below)
+            header = {"descr": np.dtype(np.uint8).str, "fortran_order": False, "shape": (len(indices), *shape)}
+            np.lib.format.write_array_header_1_0(handles[split], header)
+        splits = list(kept)
+        owner = np.full(total, -1, dtype=np.int64)  # the split each entry goes to (-1: left out)
+        for code, split in enumerate(splits):
+            owner[kept[split]] = code
+        offset = 0
+        for path in chunk_paths:
+            with np.load(path, allow_pickle=False) as archive:
+                pixels, shapes = archive["pixels"], archive["shapes"]
+            ends = np.cumsum(np.prod(shapes, axis=1))
+            blocks: dict[str, list[bytes]] = {split: [] for split in splits}
+            for j, image_shape in enumerate(shapes.tolist()):
+                entry = offset + j
+                if owner[entry] < 0:
+                    continue
+                image = pixels[ends[j] - np.prod(image_shape) : ends[j]].reshape(image_shape)
+                image = _to_channels(image, channels)
+                if image.shape[:2] != size:
+                    image = fit_square(image, size[0]) if square else _resize(image, size)
+                    resized += 1
+                blocks[splits[owner[entry]]].append(image.tobytes())
+            offset += len(shapes)
+            for split, parts in blocks.items():
+                handles[split].write(b"".join(parts))
+    finally:
+        for handle in handles.values():
+            handle.close()
+    return resized
+
+
+def fit_square(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` (H x W x C uint8) with its shorter side scaled to ``side``, then its centre ``side`` x ``side``.
+
+    Bilinear with Pillow, which widens its filter when it shrinks (no aliasing from skipped
+    pixels); the crop keeps the middle, as the classifier's evaluation crop does.
+    """
+    height, width = image.shape[:2]
+    scale = side / min(height, width)
+    new_h, new_w = max(side, round(height * scale)), max(side, round(width * scale))
+    if (new_h, new_w) != (height, width):
+        image = _resize(image, (new_h, new_w))
+    top, left = (new_h - side) // 2, (new_w - side) // 2
+    return np.ascontiguousarray(image[top : top + side, left : left + side])
 
 
 # --------------------------------------------------------------------------- the decode cache
@@ -1068,7 +1409,7 @@ def cached_decode(
     spec: str,
     source: str,
     source_key: str,
-    decode: Callable[[], tuple[dict[str, np.ndarray], dict[str, Any]]],
+    decode: Callable[[Path], tuple[dict[str, np.ndarray], dict[str, Any]]],
     *,
     origin: str | None = None,
 ) -> ImageDataset:
@@ -1081,34 +1422,87 @@ def cached_decode(
         source: the folder the data set's files are relative to (:attr:`ImageDataset.source`).
         source_key: the fingerprint of everything that decides the arrays (files, options,
             decoder version); a cache entry with another key is never served.
-        decode: makes the arrays and the cache record (class names, files, notes) on a miss.
+        decode: on a miss, ``decode(work)`` makes the arrays and the cache record (class names,
+            files, notes, the fingerprint where it computed it); ``work`` is its own folder,
+            kept when it is interrupted (a resumable decode's chunks); arrays memory-mapped from
+            files in it are moved into the cache entry, not copied.
         origin: what identifies the source among cache entries, when ``source`` does not (two
             ``list:`` CSVs in one folder): a new entry replaces the older ones of its origin.
     """
     origin = origin or source
-    cache_name = f"{_slug(name)}-{source_key[:16]}"
-    folder = ws.cache_dir / safe_name(cache_name, "cache name")
-    meta_path = folder / "meta.json"
-    if meta_path.is_file():
+    cache_name = safe_name(f"{_slug(name)}-{source_key[:16]}", "cache name")
+    folder = ws.cache_dir / cache_name
+    cached = _read_cache(folder, source_key, name, spec, source)
+    if cached is not None:
+        return cached
+    # One decoder per source at a time (two sweep workers may start on the same new source):
+    # the second waits, then finds the first one's cache entry.
+    # The lock is outside the workspace, so that a refused source leaves nothing behind in it.
+    lock = Path(tempfile.gettempdir()) / "samplesift-locks" / f"{fingerprint_bytes(str(folder.resolve()))[:20]}.lock"
+    with exclusive_lock(lock, "unused: waits for the lock", wait_s=math.inf):
         try:
-            meta = read_json(meta_path, "cache record")
-            if meta.get("source_key") == source_key:
-                arrays = {k: np.load(folder / f"{k}.npy", allow_pickle=False) for k in _ARRAY_NAMES}
-                return _dataset_from_cache(name, spec, source, arrays, meta)
-        except (SampleSiftError, OSError, ValueError):
-            pass  # a damaged cache entry is simply decoded again
-    arrays, meta = decode()
-    class_names = tuple(meta["class_names"])
-    meta["fingerprint"] = content_fingerprint(*(arrays[k] for k in _ARRAY_NAMES), class_names)
-    meta["source_key"] = source_key
-    meta["source"] = source
-    meta["origin"] = origin
-    with atomic_directory(folder) as tmp:
-        for key in _ARRAY_NAMES:
-            np.save(tmp / f"{key}.npy", arrays[key], allow_pickle=False)
-        atomic_write_json(tmp / "meta.json", meta)
+            cached = _read_cache(folder, source_key, name, spec, source)
+            if cached is not None:
+                return cached
+            work = ws.cache_dir / f".partial-{cache_name}"  # hidden: never taken for a stale entry
+            try:
+                arrays, meta = decode(work)
+            except SampleSiftError:
+                _remove_work(work, ws)  # refused (bad files, no test split): nothing to resume
+                raise
+            if "fingerprint" not in meta:  # sources decoded in memory (decode_entries fingerprints its files)
+                meta["fingerprint"] = content_fingerprint(
+                    *(arrays[k] for k in _ARRAY_NAMES), tuple(meta["class_names"])
+                )
+            meta.update(source_key=source_key, source=source, origin=origin)
+            with atomic_directory(folder) as tmp:
+                for key in _ARRAY_NAMES:
+                    written = getattr(arrays[key], "filename", None)  # decode_entries' memory-mapped files
+                    if written is not None and Path(written).resolve().is_relative_to(work.resolve()):
+                        os.replace(written, tmp / f"{key}.npy")  # moved, not copied (a map of it stays valid)
+                    else:
+                        np.save(tmp / f"{key}.npy", arrays[key], allow_pickle=False)
+                atomic_write_json(tmp / "meta.json", meta)
+            shutil.rmtree(work, ignore_errors=True)
+        finally:
+            # Tidy the temporary folder. A process already waiting on this file still gets its lock and
+            # finds the entry; only after a refusal could it and a newcomer (a new file) both decode.
+            lock.unlink(missing_ok=True)
     _remove_stale_caches(ws, folder, origin)
+    dataset = _read_cache(folder, source_key, name, spec, source)
+    require(dataset is not None, f"the decoded cache entry {folder} cannot be read back; check the disk and retry")
+    assert dataset is not None
+    return dataset
+
+
+def _remove_work(work: Path, ws: Workspace) -> None:
+    """Delete a refused decode's folder, and the cache folders it created if they are left empty."""
+    shutil.rmtree(work, ignore_errors=True)
+    for parent in (ws.cache_dir, ws.cache_dir.parent):
+        try:
+            parent.rmdir()  # only an empty folder: another source's entries stay
+        except OSError:
+            break
+
+
+def _read_cache(folder: Path, source_key: str, name: str, spec: str, source: str) -> ImageDataset | None:
+    """The data set in cache entry ``folder`` if it was decoded from ``source_key`` (images memory-mapped)."""
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = read_json(meta_path, "cache record")
+        if meta.get("source_key") != source_key:
+            return None
+        arrays = {key: _load_array(folder / f"{key}.npy") for key in _ARRAY_NAMES}
+    except (SampleSiftError, OSError, ValueError):
+        return None  # a damaged cache entry is simply decoded again
     return _dataset_from_cache(name, spec, source, arrays, meta)
+
+
+def _load_array(path: Path) -> np.ndarray:
+    """A cached array: images memory-mapped read-only (they need not fit in memory), labels read."""
+    return np.load(path, mmap_mode="r" if path.stem.endswith("_images") else None, allow_pickle=False)
 
 
 def _remove_stale_caches(ws: Workspace, keep: Path, origin: str) -> None:
@@ -1135,7 +1529,7 @@ def _dataset_from_cache(
     notes = tuple(meta.get("notes", ()))
     skipped = tuple(meta.get("skipped_files", ()))
     for note in notes:
-        warnings.warn(f"{source}: {note}", stacklevel=3)
+        warnings.warn(f"{source}: {note}", stacklevel=4)
     return _make_dataset(
         _slug(name),
         spec,

@@ -71,7 +71,12 @@ def _resolve_params(method: str, params: dict[str, Any] | None) -> dict[str, Any
 
 
 def project(
-    vectors: np.ndarray, method: str = "umap", *, seed: int = 0, params: dict[str, Any] | None = None
+    vectors: np.ndarray,
+    method: str = "umap",
+    *,
+    seed: int = 0,
+    params: dict[str, Any] | None = None,
+    fit_rows: int | None = None,
 ) -> np.ndarray:
     """Map N x d vectors to N x 2 float32 coordinates.
 
@@ -81,6 +86,9 @@ def project(
             compiles it) or ``pca`` (the two leading principal components; instant).
         seed: fixes UMAP's layout (umap-learn then runs single-threaded) and PCA's solver.
         params: ``n_neighbors`` and ``min_dist`` for UMAP.
+        fit_rows: fit the map on a seeded sample of at most this many rows and place the
+            others with the fitted map's transform (a million points: UMAP's fit grows faster
+            than its transform); ``None`` or a smaller N fits on every row, as always.
     """
     resolved = _resolve_params(method, params)
     x = np.asarray(vectors, dtype=np.float32)
@@ -89,10 +97,18 @@ def project(
         f"need an N x d embedding with N >= 3 and d >= 2 to project, got shape {x.shape}",
     )
     require(bool(np.isfinite(x).all()), "the embedding holds NaN or infinite values; recompute it (samplesift embed)")
+    sample = None
+    if fit_rows is not None and len(x) > fit_rows:
+        require(fit_rows >= 3, f"fit_rows must be at least 3, got {fit_rows}")
+        sample = np.sort(np.random.default_rng(seed).choice(len(x), fit_rows, replace=False))
     if method == "pca":
         from sklearn.decomposition import PCA
 
-        return PCA(n_components=2, random_state=seed).fit_transform(x).astype(np.float32)
+        pca = PCA(n_components=2, random_state=seed)
+        if sample is None:
+            return pca.fit_transform(x).astype(np.float32)
+        pca.fit(x[sample])
+        return np.concatenate([pca.transform(x[s : s + 65536]) for s in range(0, len(x), 65536)]).astype(np.float32)
     try:
         import umap
     except ImportError:
@@ -106,7 +122,13 @@ def project(
         reducer = umap.UMAP(
             n_components=2, n_neighbors=neighbours, min_dist=resolved["min_dist"], random_state=seed, n_jobs=1
         )
-        return np.asarray(reducer.fit_transform(x), dtype=np.float32)
+        if sample is None:
+            return np.asarray(reducer.fit_transform(x), dtype=np.float32)
+        coords = np.zeros((len(x), 2), np.float32)
+        coords[sample] = reducer.fit_transform(x[sample])
+        rest = np.setdiff1d(np.arange(len(x)), sample)
+        coords[rest] = reducer.transform(x[rest])
+        return coords
 
 
 def projection_key(embedding_fingerprint: str, method: str, seed: int, params: dict[str, Any] | None = None) -> str:

@@ -47,13 +47,13 @@ from toolkit.artifacts import fingerprint_bytes, read_json
 from toolkit.data import (
     DECODER_VERSION,
     ImageDataset,
+    ImageFiles,
     SourceOptions,
     UnusableImage,
     cached_decode,
     decode_entries,
     file_listing,
     hold_out_test,
-    read_image_file,
     refuse_unusable,
 )
 from toolkit.errors import SampleSiftError, require
@@ -280,12 +280,10 @@ def load_list(csv_path: Path, spec: str, ws: Workspace, opts: SourceOptions) -> 
         refuse_unusable(where, {"missing": missing}, None)
     source_key = fingerprint_bytes(DECODER_VERSION, "list", str(csv_path.resolve()), opts.cache_key(), *listing)
 
-    def decode() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def decode(work: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         held_out = hold_out_test(entries, opts, where, notes=notes, missing_test="add a split column (train, test)")
         paths = [root / name for name, _ in held_out["train"] + held_out["test"]]
-        return decode_entries(
-            where, held_out, lambda i: read_image_file(paths[i]), class_names, opts, notes=notes, files=True
-        )
+        return decode_entries(where, held_out, ImageFiles(paths), class_names, opts, notes=notes, files=True, work=work)
 
     # The images are relative to the CSV's folder, which is the data set's source (exports copy from it).
     return cached_decode(ws, csv_path.stem, spec, str(root), source_key, decode, origin=f"list:{csv_path.resolve()}")
@@ -307,7 +305,7 @@ def load_hf(path: Path, spec: str, ws: Workspace, opts: SourceOptions) -> ImageD
     files = sorted(p for p in root.rglob("*") if p.is_file() and not _hidden(p.relative_to(root)))
     source_key = fingerprint_bytes(DECODER_VERSION, "hf", str(root), opts.cache_key(), file_listing(root, files))
 
-    def decode() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def decode(work: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         import pyarrow as pa
 
         roles, notes = split_roles(list(splits), where)
@@ -348,7 +346,7 @@ def load_hf(path: Path, spec: str, ws: Workspace, opts: SourceOptions) -> ImageD
                 raise UnusableImage("unreadable", "no image bytes, only a path")
             return np.frombuffer(bytearray(blob), dtype=np.uint8)  # a writable copy, as the decoder needs
 
-        return decode_entries(where, entries, read, class_names, opts, notes=notes, files=False)
+        return decode_entries(where, entries, read, class_names, opts, notes=notes, files=False, work=work)
 
     return cached_decode(ws, root.name, spec, str(root), source_key, decode, origin=f"hf:{root}")
 

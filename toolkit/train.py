@@ -7,9 +7,10 @@ average of the weights (decay ``min(0.9999, (1 + t) / (10 + t))``, batch-norm st
 included). A run trains ``round(split * steps)`` steps on the subset and the rest on the full
 set, or, with a time budget, spends ``split`` of the budget on the subset.
 
-Data stays on the device as one uint8 tensor; batches are index tensors drawn from a
-shuffled order that is refreshed every epoch of the active pool, and augmented in one batched
-call. Wall-clock is reported the way fast-training work reports it: training steps only,
+Data stays on the device as one uint8 tensor where it fits (else batches are gathered from the
+memory-mapped cache: :class:`toolkit.augment.DeviceImages`); batches are index tensors drawn
+from a shuffled order that is refreshed every epoch of the active pool, and augmented in one
+batched call. Wall-clock is reported the way fast-training work reports it: training steps only,
 excluding warm-up (a few steps whose effect is rolled back before timing starts) and
 evaluation; both are recorded separately.
 """
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit.artifacts import versions
-from toolkit.augment import AugmentConfig, augment_batch, center_crop, to_device_images
+from toolkit.augment import AugmentConfig, DeviceImages, augment_batch, center_crop
 from toolkit.data import ImageDataset, load_recorded
 from toolkit.device import autocast, resolve_device, seeded
 from toolkit.errors import SampleSiftError, is_real, is_whole, require
@@ -87,7 +88,7 @@ class WeightAverage:
 @torch.inference_mode()
 def evaluate(
     model: nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | DeviceImages,
     labels: torch.Tensor,
     crop: int,
     *,
@@ -265,9 +266,9 @@ class ClassifierTask(Task):
         self.batch = config.batch
         self.crop = config.crop or dataset.default_crop  # checked against the image size by prepare()
         self.augment = AugmentConfig(crop=self.crop, brightness=config.brightness, contrast=config.contrast)
-        self.images = to_device_images(dataset.train_images, self.device)
+        self.images = DeviceImages(dataset.train_images, self.device)
         self.labels = torch.as_tensor(dataset.train_labels, device=self.device)
-        self.test_images = to_device_images(dataset.test_images, self.device)
+        self.test_images = DeviceImages(dataset.test_images, self.device)
         self.test_labels = torch.as_tensor(dataset.test_labels, device=self.device)
 
         with seeded(config.seed):

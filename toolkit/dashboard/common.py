@@ -78,6 +78,7 @@ APP_CONTROLS: dict[str, str] = {
     "--overwrite": "*Overwrite an earlier export*",
     "--bad-images skip": "*Skip unreadable images*",
     "--resume": "*Resume*",
+    "--image-size": "*Decode size*",
 }
 
 
@@ -123,7 +124,7 @@ def default_workspace() -> str:
 
 
 def _initial_picker_state() -> None:
-    """First run of a session: the sidebar from the URL (``?source=&data=&cap=&skip=&workspace=``,
+    """First run of a session: the sidebar from the URL (``?source=&data=&cap=&skip=&maxpx=&imgsize=&workspace=``,
     written back by :func:`_publish_data`), else the environment, else digits.
 
     ``?data=digits``, ``?data=cifar10`` and ``?data=PATH`` alone work too (bookmarks made
@@ -146,6 +147,8 @@ def _initial_picker_state() -> None:
     st.session_state.setdefault("skip_bad", params.get("skip") == "1")
     limit = params.get("maxpx", "0")
     st.session_state.setdefault("max_pixels", int(limit) if limit.isdigit() else 0)
+    side = params.get("imgsize", "0")
+    st.session_state.setdefault("image_size", int(side) if side.isdigit() else 0)
     st.session_state.setdefault("workspace", params.get("workspace") or default_workspace())
 
 
@@ -239,12 +242,13 @@ def _publish_data(applied: dict[str, Any]) -> None:
     set_param("cap", str(applied["cap"]) if applied["cap"] else None)
     set_param("skip", "1" if applied["skip"] else None)
     set_param("maxpx", str(applied["max_pixels"]) if applied["max_pixels"] else None)
+    set_param("imgsize", str(applied["image_size"]) if applied["image_size"] else None)
     set_param("workspace", None if applied["workspace"] == default_workspace() else applied["workspace"])
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _load_dataset(
-    spec: str, workspace: str, cap: int, skip_bad: bool, max_pixels: int, generation: int
+    spec: str, workspace: str, cap: int, skip_bad: bool, max_pixels: int, image_size: int, generation: int
 ) -> ImageDataset:
     return load_dataset(
         spec,
@@ -252,11 +256,12 @@ def _load_dataset(
         max_per_class=cap or None,
         bad_files="skip" if skip_bad else "error",
         max_pixels=max_pixels or None,
+        image_size=image_size or None,
     )
 
 
 def _load_with_progress(
-    spec: str, workspace: str, cap: int, skip_bad: bool, max_pixels: int, generation: int
+    spec: str, workspace: str, cap: int, skip_bad: bool, max_pixels: int, image_size: int, generation: int
 ) -> ImageDataset:
     """The cached data set; a first load of an image folder shows a progress bar with counts and time left."""
     from toolkit import data as data_module
@@ -272,7 +277,7 @@ def _load_with_progress(
         )
 
     with data_module.decode_progress(report), st.spinner("Loading the data set…"):
-        dataset = _load_dataset(spec, workspace, cap, skip_bad, max_pixels, generation)
+        dataset = _load_dataset(spec, workspace, cap, skip_bad, max_pixels, image_size, generation)
     bar.empty()
     return dataset
 
@@ -325,6 +330,15 @@ def sidebar() -> Context | None:
                 help="Read from each image's header before decoding; larger images (possible decompression bombs) "
                 "refuse the source, or are skipped with the box above.",
             )
+            st.number_input(
+                "Decode size, px (0 = automatic)",
+                min_value=0,
+                max_value=1024,
+                step=16,
+                key="image_size",
+                help="Images are brought to S x S while they are decoded (shorter side to S, then the centre square). "
+                "Automatic keeps the native size when every image is at most 64 px, else 64.",
+            )
             st.text_input("Workspace", key="workspace", help="Where caches, embeddings, selections and runs live.")
             if st.form_submit_button("Load", icon=":material/upload:", key="data_load", type="primary"):
                 _apply_sidebar()
@@ -348,6 +362,7 @@ def sidebar() -> Context | None:
             applied["cap"],
             applied["skip"],
             applied["max_pixels"],
+            applied["image_size"],
             st.session_state["data_generation"],
         )
     except SampleSiftError as exc:
@@ -372,12 +387,15 @@ def sidebar() -> Context | None:
 
 def _pending() -> dict[str, Any]:
     """What the sidebar's fields describe now (loaded or not)."""
+    source = st.session_state.get("data_source", SOURCES[0])
     return {
-        "source": st.session_state.get("data_source", SOURCES[0]),
+        "source": source,
         "spec": current_spec(),
         "cap": int(st.session_state.get("max_per_class") or 0),
         "skip": bool(st.session_state.get("skip_bad", False)),
         "max_pixels": int(st.session_state.get("max_pixels") or 0),
+        # digits is arrays, nothing to decode: the size is kept for the sources it applies to.
+        "image_size": int(st.session_state.get("image_size") or 0) if source != SOURCES[0] else 0,
         "workspace": (st.session_state.get("workspace") or "").strip() or default_workspace(),
     }
 

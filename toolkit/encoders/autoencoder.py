@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from toolkit.augment import AugmentConfig, augment_batch, center_crop, to_device_images
+from toolkit.augment import AugmentConfig, DeviceImages, augment_batch, center_crop, image_batches
 from toolkit.data import ImageDataset
 from toolkit.device import autocast, seeded
 from toolkit.embedding import Embedding
@@ -48,15 +48,25 @@ class AutoencoderOptions(TrainingOptions):
         )
 
 
+#: Crop pixels an inference batch holds: 1,000 CIFAR-10 crops (24 x 24), 250 crops of 64 px images
+#: (48 x 48), so that the activations' memory stays the same whatever the image size.
+BATCH_PIXELS = 1000 * 24 * 24
+
+
 @torch.inference_mode()
 def embed_images(
-    model: Autoencoder, images: np.ndarray | torch.Tensor, *, device: torch.device, batch: int = 1000
+    model: Autoencoder, images: np.ndarray, *, device: torch.device, batch: int | None = None
 ) -> np.ndarray:
-    """Embeddings (N x d float32) of uint8 images (N x H x W x C), centre-cropped."""
+    """Embeddings (N x d float32) of uint8 images (N x H x W x C), centre-cropped, streamed in batches.
+
+    ``batch`` images at a time (default: :data:`BATCH_PIXELS` crop pixels' worth).
+    """
+    batch = batch or max(1, BATCH_PIXELS // model.crop**2)
     model = model.to(device, memory_format=torch.channels_last).eval()
-    data = to_device_images(images, device)
-    out = [model.encode(center_crop(data[s : s + batch], model.crop)).float().cpu() for s in range(0, len(data), batch)]
-    return torch.cat(out).numpy() if out else np.zeros((0, model.embedding_dim), np.float32)
+    out = np.zeros((len(images), model.embedding_dim), np.float32)
+    for start, pixels in zip(range(0, len(images), batch), image_batches(images, device, batch), strict=True):
+        out[start : start + len(pixels)] = model.encode(center_crop(pixels, model.crop)).float().cpu().numpy()
+    return out
 
 
 class AutoencoderTask(Task):
@@ -71,7 +81,7 @@ class AutoencoderTask(Task):
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=options.lr, momentum=options.momentum)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(options.seed)
-        self.images = to_device_images(dataset.train_images, self.device)
+        self.images = DeviceImages(dataset.train_images, self.device)
         everything = torch.arange(dataset.num_train, device=self.device)
         self.samplers = {"train": BatchSampler(everything, options.batch, self.generator)}
         self.augment = AugmentConfig(crop=crop, contrast=None)
@@ -178,7 +188,7 @@ def reconstruct(
     )
     model = load_autoencoder(embedding, device)
     crop = model.crop
-    raw = torch.as_tensor(dataset.train_images[idx], device=device)
+    raw = torch.as_tensor(np.asarray(dataset.train_images[idx]), device=device)
     top = (raw.shape[1] - crop) // 2
     left = (raw.shape[2] - crop) // 2
     crops = raw[:, top : top + crop, left : left + crop, :].float()

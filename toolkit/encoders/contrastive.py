@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from toolkit.augment import ViewConfig, random_resized_views, to_device_images
+from toolkit.augment import DeviceImages, ViewConfig, image_batches, random_resized_views
 from toolkit.data import ImageDataset
 from toolkit.device import autocast, seeded
 from toolkit.encoders.base import Encoder, EncoderOutput, TrainingOptions, embed_after_training
@@ -94,7 +94,7 @@ def nt_xent(projections: torch.Tensor, temperature: float) -> torch.Tensor:
 
 def channel_statistics(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and standard deviation of uint8 images, in [0, 1] units."""
-    sample = torch.as_tensor(images[:: max(1, len(images) // 10_000)]).float().div(255.0)
+    sample = torch.as_tensor(np.array(images[:: max(1, len(images) // 10_000)])).float().div(255.0)
     flat = sample.reshape(-1, sample.shape[-1])
     return flat.mean(0), flat.std(0).clamp_min(1e-3)
 
@@ -114,7 +114,7 @@ class ContrastiveTask(Task):
         )
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(options.seed)
-        self.images = to_device_images(dataset.train_images, self.device)
+        self.images = DeviceImages(dataset.train_images, self.device)
         everything = torch.arange(dataset.num_train, device=self.device)
         self.samplers = {"train": BatchSampler(everything, options.batch, self.generator)}
         self.views = ViewConfig(size=view_size, scale=options.scale)
@@ -147,10 +147,9 @@ class ContrastiveTask(Task):
     def embed(self, images: np.ndarray, batch: int = 1000) -> np.ndarray:
         """Embeddings of whole uint8 images (no crop), N x d float32."""
         self.model.eval()
-        data = to_device_images(images, self.device)
         out = []
-        for start in range(0, len(data), batch):
-            x = data[start : start + batch].permute(0, 3, 1, 2).float().div(255.0)
+        for pixels in image_batches(images, self.device, batch):
+            x = pixels.permute(0, 3, 1, 2).float().div(255.0)
             with autocast(self.device, self.dtype):
                 out.append(self.model.encode(self.normalise(x)).float().cpu())
         self.model.train()

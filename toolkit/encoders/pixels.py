@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from toolkit.augment import center_crop
+from toolkit.augment import center_crop, image_batches
 from toolkit.data import ImageDataset
 from toolkit.encoders.base import Encoder, EncoderOutput, Options
 from toolkit.errors import is_whole, require
@@ -36,19 +36,38 @@ class PixelsPCAOptions(Options):
         require(isinstance(self.whiten, bool), f"--whiten must be true or false, got {self.whiten!r}")
 
 
+#: Rows PCA is fitted on: every image up to this many (CIFAR-10's 50,000 training images), beyond
+#: it a seeded sample of this many, so that a million images take the memory of 50,000; every
+#: image is then projected in batches.
+FIT_ROWS = 50_000
+
+
 def crop_pixels(images: np.ndarray, crop: int, batch: int = 5000) -> np.ndarray:
     """Standardised centre crops, flattened: what the classifier sees at test time (N x crop*crop*C)."""
-    tensor = torch.as_tensor(images)
-    parts = [center_crop(tensor[s : s + batch], crop).flatten(1).numpy() for s in range(0, len(tensor), batch)]
+    cpu = torch.device("cpu")
+    parts = [center_crop(pixels, crop).flatten(1).numpy() for pixels in image_batches(images, cpu, batch)]
     return np.concatenate(parts) if parts else np.zeros((0, crop * crop * images.shape[-1]), np.float32)
+
+
+def project(pca: Any, images: np.ndarray, crop: int, batch: int = FIT_ROWS) -> np.ndarray:
+    """The fitted ``pca``'s rows (N x components float32) of ``images``, streamed in batches.
+
+    Batches of :data:`FIT_ROWS`: CIFAR-10's 10,000 test images are one, transformed exactly as
+    before streaming.
+    """
+    out = np.zeros((len(images), pca.n_components_), np.float32)
+    for start in range(0, len(images), batch):
+        out[start : start + batch] = pca.transform(crop_pixels(images[start : start + batch], crop))
+    return out
 
 
 class PixelsPCAEncoder(Encoder):
     """PCA (optionally whitened) of the per-image standardised centre crops.
 
-    Fitted on the training images with a seeded randomized SVD (scikit-learn), applied to
-    training and test images alike. Seconds on CIFAR-10, no training: the honest baseline
-    that tells whether a learned embedding knows more than the pixels.
+    Fitted on the training images (a seeded sample of :data:`FIT_ROWS` beyond that many) with
+    a seeded randomized SVD (scikit-learn), applied to training and test images alike. Seconds
+    on CIFAR-10, no training: the honest baseline that tells whether a learned embedding knows
+    more than the pixels.
     """
 
     name = "pixels-pca"
@@ -63,13 +82,20 @@ class PixelsPCAEncoder(Encoder):
 
         start = time.perf_counter()
         crop = dataset.default_crop
-        train = crop_pixels(dataset.train_images, crop)
+        images = dataset.train_images
+        sample = None
+        if len(images) > FIT_ROWS:
+            rng = np.random.default_rng(self.options.seed)
+            sample = np.sort(rng.choice(len(images), FIT_ROWS, replace=False))
+        train = crop_pixels(images if sample is None else images[sample], crop)
         components = min(self.options.components, train.shape[1], train.shape[0])
         pca = PCA(components, whiten=self.options.whiten, svd_solver="randomized", random_state=self.options.seed)
-        vectors = pca.fit_transform(train).astype(np.float32)
+        fitted = pca.fit_transform(train).astype(np.float32)
+        del train  # the fit's pixels: the largest array here
         fit_time = time.perf_counter() - start
         start = time.perf_counter()
-        test = pca.transform(crop_pixels(dataset.test_images, crop)).astype(np.float32) if dataset.num_test else None
+        vectors = fitted if sample is None else project(pca, images, crop)
+        test = project(pca, dataset.test_images, crop) if dataset.num_test else None
         return EncoderOutput(
             vectors=vectors,
             test_vectors=test,
@@ -78,6 +104,7 @@ class PixelsPCAEncoder(Encoder):
                 "embed_time_s": time.perf_counter() - start,
                 "crop": crop,
                 "components": int(components),
+                "fit_rows": len(fitted),
                 "explained_variance": float(pca.explained_variance_ratio_.sum()),
             },
         )

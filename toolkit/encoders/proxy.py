@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from toolkit.augment import center_crop
+from toolkit.augment import center_crop, image_batches
 from toolkit.data import ImageDataset
 from toolkit.encoders.base import Encoder, EncoderOutput, TrainingOptions, loop_facts
 from toolkit.errors import is_real, require
@@ -80,10 +80,9 @@ class ProxyTask(ClassifierTask):
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Penultimate features of the averaged weights, and the EL2N score of the live weights."""
         averaged, live = self.average.model.eval(), self.model.eval()
-        data = torch.as_tensor(images, device=self.device)
         features, errors = [], []
-        for start in range(0, len(data), batch):
-            x = center_crop(data[start : start + batch], self.crop)
+        for start, pixels in zip(range(0, len(images), batch), image_batches(images, self.device, batch), strict=True):
+            x = center_crop(pixels, self.crop)
             features.append(averaged.features(x).float().cpu())
             if labels is not None:
                 probabilities = F.softmax(live(x).float(), dim=1)
