@@ -29,7 +29,7 @@ import pytest
 import torch
 from PIL import Image
 
-import toolkit.data as data_module
+import toolkit.images as images_module
 from toolkit.artifacts import atomic_write_json, fingerprint_arrays
 from toolkit.data import load_dataset
 from toolkit.encoders import get_encoder
@@ -746,13 +746,13 @@ def test_a_decompression_bomb_is_skipped_and_listed_without_being_decoded(tmp_pa
     root = write_folder(tmp_path / "imgs", {"a": noise((8, 8, 3), 0), "b": noise((8, 8, 3), 1)})
     bomb = decompression_bomb()
     (root / "train" / "b" / "bomb.png").write_bytes(bomb)
-    real_decode = data_module._decode_image
+    real_decode = images_module._decode_image
 
     def decode(raw: np.ndarray) -> np.ndarray:
         assert len(raw) != len(bomb), "the bomb reached the decoder"
         return real_decode(raw)
 
-    monkeypatch.setattr(data_module, "_decode_image", decode)
+    monkeypatch.setattr(images_module, "_decode_image", decode)
     with pytest.warns(
         UserWarning, match=r"1 image\(s\) above the limit of [\d,]+ pixels were skipped: .*20000 x 20000"
     ):

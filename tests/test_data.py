@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import toolkit.data as data_module
+import toolkit.images as images_module
 from toolkit.data import ImageDataset, load_dataset
 from toolkit.errors import SampleSiftError
 
@@ -57,7 +57,7 @@ def test_image_folder_loads_and_is_cached(tmp_path: Path, digits: ImageDataset, 
     def no_decoding(raw: np.ndarray) -> np.ndarray:
         raise AssertionError("a cached source was decoded again")
 
-    monkeypatch.setattr(data_module, "_decode_image", no_decoding)
+    monkeypatch.setattr(images_module, "_decode_image", no_decoding)
     second = load_dataset(str(root), workspace=workspace)
     assert second.fingerprint == first.fingerprint
     assert np.array_equal(second.train_images, first.train_images)

@@ -19,13 +19,14 @@ import torch
 from PIL import Image
 
 import toolkit.augment as augment_module
-import toolkit.data as data_module
 import toolkit.encoders.pixels as pixels_module
+import toolkit.images as images_module
 from toolkit.artifacts import fingerprint_arrays, fingerprint_npy_files
 from toolkit.augment import DeviceImages
-from toolkit.data import ImageDataset, fit_square, load_dataset
+from toolkit.data import load_dataset
 from toolkit.encoders import get_encoder
 from toolkit.errors import SampleSiftError
+from toolkit.images import ImageDataset, fit_square
 from toolkit.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,9 +75,9 @@ def test_large_jpegs_are_decoded_at_a_reduced_scale() -> None:
     encoded = io.BytesIO()
     Image.fromarray(smooth).save(encoded, "JPEG", quality=95)
     raw = np.frombuffer(encoded.getvalue(), np.uint8).copy()
-    reduced = data_module._decode_jpeg_reduced(raw, 32)
+    reduced = images_module._decode_jpeg_reduced(raw, 32)
     assert reduced is not None and reduced.shape == (40, 50, 3)  # a quarter: the shorter side still >= 32
-    assert data_module._decode_jpeg_reduced(raw, 100) is None  # not twice the size: decoded in full
+    assert images_module._decode_jpeg_reduced(raw, 100) is None  # not twice the size: decoded in full
     full = fit_square(np.asarray(Image.open(encoded)), 32).astype(int)
     assert np.abs(fit_square(reduced, 32).astype(int) - full).mean() < 4
 
@@ -116,7 +117,7 @@ def test_the_models_follow_the_image_size_and_record_the_embedding_size(tmp_path
 
 def test_parallel_chunked_decode_gives_the_same_arrays(tmp_path: Path, monkeypatch) -> None:
     root = write_folder(tmp_path / "photos", [(12, 12), (12, 12), (10, 14)], per_class=12)
-    monkeypatch.setattr(data_module, "DECODE_CHUNK_IMAGES", 5)
+    monkeypatch.setattr(images_module, "DECODE_CHUNK_IMAGES", 5)
     with pytest.warns(UserWarning, match="resized"):
         one = load_dataset(str(root), workspace=tmp_path / "one", decode_workers=1)
     with pytest.warns(UserWarning, match="resized"):
@@ -135,12 +136,13 @@ _SLOW_DECODE = textwrap.dedent(
     """
     import sys, time
     import toolkit.data as data
-    data.DECODE_CHUNK_IMAGES = 4
-    real = data._decode_chunk
+    import toolkit.images as images
+    images.DECODE_CHUNK_IMAGES = 4
+    real = images._decode_chunk
     def slow(*args):
         real(*args)
         time.sleep(0.3)
-    data._decode_chunk = slow
+    images._decode_chunk = slow
     data.load_dataset(sys.argv[1], workspace=sys.argv[2], decode_workers=1)
     """
 )
@@ -162,12 +164,12 @@ def test_an_interrupted_decode_resumes_where_it_stopped(tmp_path: Path, monkeypa
     assert not list((workspace / "cache" / "datasets").glob("photos-*"))  # no cache entry yet
 
     decoded: list[Path] = []
-    real = data_module._decode_chunk
-    monkeypatch.setattr(data_module, "DECODE_CHUNK_IMAGES", 4)
-    monkeypatch.setattr(data_module, "_decode_chunk", lambda *args: (decoded.append(args[-1]), real(*args)))
+    real = images_module._decode_chunk
+    monkeypatch.setattr(images_module, "DECODE_CHUNK_IMAGES", 4)
+    monkeypatch.setattr(images_module, "_decode_chunk", lambda *args: (decoded.append(args[-1]), real(*args)))
     resumed = load_dataset(str(root), workspace=workspace, decode_workers=1)
     assert 0 < len(decoded) <= 20 - len(chunks)  # the chunks written before the kill were kept
-    monkeypatch.setattr(data_module, "_decode_chunk", real)
+    monkeypatch.setattr(images_module, "_decode_chunk", real)
     fresh = load_dataset(str(root), workspace=tmp_path / "fresh", decode_workers=1)
     assert resumed.fingerprint == fresh.fingerprint
 

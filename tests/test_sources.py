@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-import toolkit.data as data_module
+import toolkit.images as images_module
 from toolkit.data import ImageDataset, load_dataset, load_recorded
 from toolkit.errors import SampleSiftError
 from toolkit.runs import RunStore
@@ -77,7 +77,7 @@ def test_list_reads_paths_relative_to_the_csv_with_class_names_and_splits(tmp_pa
         raise AssertionError("a cached source was decoded again")
 
     with monkeypatch.context() as patch:
-        patch.setattr(data_module, "_decode_image", no_decoding)
+        patch.setattr(images_module, "_decode_image", no_decoding)
         assert load_dataset(f"list:{csv}", workspace=ws).fingerprint == dataset.fingerprint
     changed = tmp_path / "data" / "imgs" / "cat" / "0.png"
     changed.write_bytes(png(np.zeros((8, 8, 3), np.uint8)))

@@ -129,7 +129,7 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
 
 def _source_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The ``load_dataset`` keywords of the flags :func:`_source_options` adds."""
-    from toolkit.data import LOAD_OPTIONS
+    from toolkit.images import LOAD_OPTIONS
 
     given = {key: getattr(args, key) for key in (*LOAD_OPTIONS, "decode_workers") if getattr(args, key) is not None}
     return {"bad_files": args.bad_images, **given}

@@ -81,8 +81,8 @@ from toolkit.artifacts import (
     safe_name,
     to_jsonable,
 )
-from toolkit.data import IMAGE_EXTENSIONS, ImageDataset
 from toolkit.errors import SampleSiftError, require
+from toolkit.images import IMAGE_EXTENSIONS, ImageDataset
 from toolkit.selection import MANIFEST_FORMAT, Selection, build_manifest
 from toolkit.selectors import SelectionResult
 from toolkit.workspace import Workspace, as_workspace

@@ -26,7 +26,7 @@ or class names (sorted, as an image folder's class folders are). Both sources ke
 of image folders: the cache key holds every file's path, size and modification time (the
 CSV's content and every listed image; every file of the dataset folder) and the options that
 change what is decoded, and every image goes through the same checks and decoding
-(:func:`toolkit.data.decode_entries`). A source without a test split is refused, naming
+(:func:`toolkit.images.decode_entries`). A source without a test split is refused, naming
 ``--test-fraction``, unless that option holds one out.
 """
 
@@ -44,7 +44,8 @@ from typing import Any
 import numpy as np
 
 from toolkit.artifacts import fingerprint_bytes, read_json
-from toolkit.data import (
+from toolkit.errors import SampleSiftError, require
+from toolkit.images import (
     DECODER_VERSION,
     ImageDataset,
     ImageFiles,
@@ -56,7 +57,6 @@ from toolkit.data import (
     hold_out_test,
     refuse_unusable,
 )
-from toolkit.errors import SampleSiftError, require
 from toolkit.workspace import Workspace
 
 PATH_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "image", "image_path")
