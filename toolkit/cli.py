@@ -87,7 +87,7 @@ def _common(parser: argparse.ArgumentParser, data: bool = True) -> None:
 
 
 def _source_options(parser: argparse.ArgumentParser) -> None:
-    """How a source's files are read (``toolkit.data.SourceOptions``); each flag is its option's name."""
+    """How a source's files are read (``toolkit.images.SourceOptions``); each flag is its option's name."""
     parser.add_argument(
         "--bad-images",
         choices=("error", "skip"),

@@ -264,7 +264,7 @@ def _load_with_progress(
     spec: str, workspace: str, cap: int, skip_bad: bool, max_pixels: int, image_size: int, generation: int
 ) -> ImageDataset:
     """The cached data set; a first load of an image folder shows a progress bar with counts and time left."""
-    from toolkit import data as data_module
+    from toolkit.images import decode_progress
 
     bar = st.empty()
 
@@ -276,7 +276,7 @@ def _load_with_progress(
             f"{format_seconds(elapsed)} so far, about {format_seconds(left)} left",
         )
 
-    with data_module.decode_progress(report), st.spinner("Loading the data set…"):
+    with decode_progress(report), st.spinner("Loading the data set…"):
         dataset = _load_dataset(spec, workspace, cap, skip_bad, max_pixels, image_size, generation)
     bar.empty()
     return dataset
