@@ -626,6 +626,12 @@ def test_sidebar_edits_wait_for_load_and_the_url_restores_the_choice(
     assert [m.value for m in capped.metric][:2] == ["300", "300"]
     assert capped.text_input(key="workspace").value == str(fresh_workspace / "other")
     assert capped.query_params["workspace"] == str(fresh_workspace / "other")
+    # Away to digits and back: the CIFAR-10 location (not drawn meanwhile) is still there.
+    capped.radio(key="data_source").set_value("CIFAR-10").run()
+    location = capped.text_input(key="cifar_path").value
+    capped.radio(key="data_source").set_value("digits (offline)").run()  # the location is not drawn: dropped
+    capped.radio(key="data_source").set_value("CIFAR-10").run()
+    assert capped.text_input(key="cifar_path").value == location
 
     # Old bookmarks (?data=PATH) still open an image folder.
     old = AppTest.from_file(str(APP), default_timeout=120)

@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 from conftest import CHROMIUM
+from playwright.sync_api import expect
 
 from toolkit.data import ImageDataset
 from toolkit.embedding import Embedding
@@ -378,10 +379,11 @@ def test_every_page_a_lasso_and_a_training_run_in_the_browser(
     page.wait_for_selector("h1:has-text('Dimensions')")
     page.wait_for_selector(IDLE)
     page.get_by_text("has no embedding yet").first.wait_for(timeout=60_000)  # the capped digits have none
-    assert page.get_by_role("spinbutton", name="Images per class, training and test (0 = all)").input_value() == "40"
+    cap_field = page.get_by_role("spinbutton", name="Images per class, training and test (0 = all)")
+    expect(cap_field).to_have_value("40", timeout=30_000)  # the field is drawn before the page's last run ends
     page.reload()
     page.wait_for_selector(IDLE)
-    assert page.get_by_role("spinbutton", name="Images per class, training and test (0 = all)").input_value() == "40"
+    expect(cap_field).to_have_value("40", timeout=30_000)
     assert "cap=40" in page.url
 
     with capsys.disabled():

@@ -123,16 +123,16 @@ def default_workspace() -> str:
     return os.environ.get("SAMPLESIFT_WORKSPACE") or "workspace"
 
 
-def _initial_picker_state() -> None:
-    """First run of a session: the sidebar from the URL (``?source=&data=&cap=&skip=&maxpx=&imgsize=&workspace=``,
-    written back by :func:`_publish_data`), else the environment, else digits.
+def _restore_picker_state() -> None:
+    """Every run: each sidebar field without a value takes it from the URL (``?source=&data=&cap=&skip=&maxpx=
+    &imgsize=&workspace=``, written back by :func:`_publish_data`), else the environment, else digits.
 
-    ``?data=digits``, ``?data=cifar10`` and ``?data=PATH`` alone work too (bookmarks made
-    before ``source`` was written).
+    A new session (a refresh, a bookmark, a shared link) has no values; a running one loses a field's value
+    whenever a run does not draw it (Streamlit drops it: the CIFAR-10 location while digits is chosen, or any
+    field of a run cut short by the next), so every run asks, and the loaded choice comes back.
+    ``?data=digits``, ``?data=cifar10`` and ``?data=PATH`` alone work too (bookmarks made before ``source``
+    was written).
     """
-    if st.session_state.get("_picker_ready"):
-        return
-    st.session_state["_picker_ready"] = True
     params = st.query_params
     spec = params.get("data") or os.environ.get("SAMPLESIFT_DATA") or "digits"
     source = {v: k for k, v in SOURCE_PARAMS.items()}.get(params.get("source", ""))
@@ -288,7 +288,7 @@ def sidebar() -> Context | None:
     Edits of the fields take effect with *Load* (a form), so typing a path does not load
     data on every keystroke; the loaded choice is kept in the URL.
     """
-    _initial_picker_state()
+    _restore_picker_state()
     st.session_state.setdefault("data_generation", 0)
     if "_data_applied" not in st.session_state:
         _apply_sidebar()
