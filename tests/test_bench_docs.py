@@ -30,22 +30,29 @@ import readme_table  # noqa: E402
 QUIET = {"OMP_NUM_THREADS": "1", "SAMPLESIFT_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def run_script(script: str, *args: str, cwd: Path | None = None, timeout: int = 600) -> dict[str, Any]:
-    """Run bench/<script> and return its last output line, the JSON record."""
-    done = subprocess.run(
+def start_script(script: str, *args: str, cwd: Path | None = None) -> tuple[str, subprocess.Popen[str]]:
+    """Start bench/<script> (the smoke runs go side by side: each is mostly imports and start-up)."""
+    process = subprocess.Popen(
         [sys.executable, str(BENCH / script), *args],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
         env={**os.environ, **QUIET},
         cwd=cwd or REPO,
-        check=False,
     )
-    assert done.returncode == 0, f"{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return script, process
 
 
-# --------------------------------------------------------------------------- the committed records
+def record_of(started: tuple[str, subprocess.Popen[str]], timeout: int = 600) -> dict[str, Any]:
+    """Wait for a started script and return its last output line, the JSON record."""
+    script, process = started
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    assert process.returncode == 0, f"{script} failed:\n{stdout[-3000:]}\n{stderr[-3000:]}"
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("name", list(readme_table.RENDERERS))
@@ -81,26 +88,6 @@ def test_committed_records_are_measurements_with_their_context() -> None:
 def smoke_records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """Real records of each script's tiny --quick mode (figures meaningless, shapes real)."""
     tmp = tmp_path_factory.mktemp("bench")
-    workspace = tmp / "ws"
-    records = {
-        "encoder_throughput": run_script(
-            "encoder_throughput.py", "--quick", "--threads", "1", "--workspace", str(workspace)
-        ),
-        "train_throughput": run_script(
-            "train_throughput.py", "--quick", "--threads", "1", "--workspace", str(workspace)
-        ),
-        "selector_speed": run_script(
-            "selector_speed.py",
-            "--quick",
-            "--threads",
-            "1",
-            "--methods",
-            "random",
-            "topk-activation",
-            "--skip-peer",
-            "--skip-scale",
-        ),
-    }
     folder = tmp / "images"
     rng = np.random.default_rng(0)
     from PIL import Image
@@ -112,9 +99,30 @@ def smoke_records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[st
                 pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / split / label / f"{i}.png")
     out = tmp / "data_cache.json"
-    records["data_cache"] = run_script(
-        "data_cache.py", "--quick", "--data", str(folder), "--repeats", "1", "--out", str(out)
-    )
+    started = {
+        # Each its own workspace: runs side by side must not share a cache being written.
+        "encoder_throughput": start_script(
+            "encoder_throughput.py", "--quick", "--threads", "1", "--workspace", str(tmp / "ws-encoder")
+        ),
+        "train_throughput": start_script(
+            "train_throughput.py", "--quick", "--threads", "1", "--workspace", str(tmp / "ws-train")
+        ),
+        "selector_speed": start_script(
+            "selector_speed.py",
+            "--quick",
+            "--threads",
+            "1",
+            "--methods",
+            "random",
+            "topk-activation",
+            "--skip-peer",
+            "--skip-scale",
+        ),
+        "data_cache": start_script(
+            "data_cache.py", "--quick", "--data", str(folder), "--repeats", "1", "--out", str(out)
+        ),
+    }
+    records = {name: record_of(process) for name, process in started.items()}
     assert json.loads(out.read_text()) == records["data_cache"]
     return records
 
