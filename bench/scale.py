@@ -76,7 +76,6 @@ STEPS = (
 )
 CLASSES = 10
 TARGET_PEAK_RSS_MB = 8 * 1024
-MAP_FIT_ROWS = 50_000
 MAP_POINTS = 20_000
 #: The fewest images that give every class a test image (1 % of each class), and the smoke run's N.
 SMOKE_N = 100 * CLASSES
@@ -210,12 +209,12 @@ def _export_csv(dataset: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def _map_page(dataset: Any, args: argparse.Namespace) -> dict[str, Any]:
     from toolkit.embedding import load_embedding
-    from toolkit.projection import project, stratified_subsample
+    from toolkit.projection import load_or_compute_projection, stratified_subsample
 
-    vectors = load_embedding(dataset, workspace=args.workspace, name="pixels-pca").vectors
-    coords = project(vectors, "pca", fit_rows=MAP_FIT_ROWS)
+    embedding = load_embedding(dataset, workspace=args.workspace, name="pixels-pca")
+    projection = load_or_compute_projection(embedding, "pca", workspace=args.workspace)  # what the page calls
     shown = stratified_subsample(dataset.train_labels, MAP_POINTS, seed=0)
-    return {"points": len(coords), "plotted": len(shown)}
+    return {"points": len(projection.coords), "plotted": len(shown)}
 
 
 STEP_BODIES = {

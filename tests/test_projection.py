@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from toolkit import projection as proj
+from toolkit.artifacts import read_json
 from toolkit.embedding import Embedding
 from toolkit.errors import SampleSiftError
 from toolkit.projection import (
@@ -110,3 +111,21 @@ def test_bad_projection_requests_are_refused() -> None:
     vectors[3, 2] = np.nan
     with pytest.raises(SampleSiftError, match="NaN"):
         proj.project(vectors, "pca")
+
+
+def test_a_map_of_more_points_than_map_fit_rows_fits_a_seeded_sample_and_places_the_rest(
+    tmp_path, digits_embedding: Embedding, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = tmp_path / "ws"
+    everything = load_or_compute_projection(digits_embedding, "pca", workspace=ws)
+    assert read_json(everything.path.with_suffix(".json"))["fit_rows"] is None
+    monkeypatch.setattr(proj, "MAP_FIT_ROWS", 300)  # as a million points would be against 50,000
+    sampled = load_or_compute_projection(digits_embedding, "pca", workspace=ws)
+    assert sampled.path != everything.path  # its own cache entry: not the map fitted on every row
+    assert read_json(sampled.path.with_suffix(".json"))["fit_rows"] == 300
+    expected = proj.project(digits_embedding.vectors, "pca", fit_rows=300)
+    np.testing.assert_array_equal(sampled.coords, expected)
+    assert not np.array_equal(sampled.coords, everything.coords)
+    # Every point is placed, and the sampled fit finds nearly the same leading axis.
+    assert sampled.coords.shape == everything.coords.shape
+    assert abs(np.corrcoef(sampled.coords[:, 0], everything.coords[:, 0])[0, 1]) > 0.9

@@ -47,6 +47,9 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
 PROJECTION_METHODS = tuple(DEFAULT_PARAMS)
 #: Bump when the computation changes, so maps cached by older code are recomputed.
 PROJECTION_VERSION = "1"
+#: A map of more samples than this (a million) is fitted on a seeded sample of this many and places the
+#: rest with the fitted transform: UMAP's fit grows faster than its transform, and PCA's needs a copy of all.
+MAP_FIT_ROWS = 50_000
 
 
 def _resolve_params(method: str, params: dict[str, Any] | None) -> dict[str, Any]:
@@ -131,11 +134,24 @@ def project(
         return coords
 
 
-def projection_key(embedding_fingerprint: str, method: str, seed: int, params: dict[str, Any] | None = None) -> str:
-    """The cache key of a map: embedding fingerprint, method, resolved parameters and seed."""
+def map_fit_rows(num_points: int) -> int | None:
+    """The rows a map of ``num_points`` is fitted on: all (``None``) up to :data:`MAP_FIT_ROWS`, else a sample."""
+    return MAP_FIT_ROWS if num_points > MAP_FIT_ROWS else None
+
+
+def projection_key(
+    embedding_fingerprint: str,
+    method: str,
+    seed: int,
+    params: dict[str, Any] | None = None,
+    fit_rows: int | None = None,
+) -> str:
+    """The cache key of a map: embedding fingerprint, method, resolved parameters, seed and fitted sample."""
     resolved = _resolve_params(method, params)
     spec = ",".join(f"{k}={resolved[k]!r}" for k in sorted(resolved))
-    return fingerprint_bytes(PROJECTION_VERSION, embedding_fingerprint, method, spec, str(int(seed)))[:16]
+    # Maps fitted on every row keep the key they always had (their cached files stay valid).
+    sample = () if fit_rows is None else (f"fit_rows={int(fit_rows)}",)
+    return fingerprint_bytes(PROJECTION_VERSION, embedding_fingerprint, method, spec, str(int(seed)), *sample)[:16]
 
 
 @dataclass
@@ -172,7 +188,7 @@ class Projection:
 
 
 def _paths(embedding: Embedding, method: str, seed: int, params: dict[str, Any] | None, ws: Workspace) -> Path:
-    key = projection_key(embedding.fingerprint, method, seed, params)
+    key = projection_key(embedding.fingerprint, method, seed, params, map_fit_rows(embedding.vectors.shape[0]))
     return ws.projections_dir(str(embedding.manifest["dataset"]["key"])) / f"{method}-{key}.npy"
 
 
@@ -222,7 +238,8 @@ def load_or_compute_projection(
         return cached
     resolved = _resolve_params(method, params)
     start = time.perf_counter()
-    coords = project(embedding.vectors, method, seed=seed, params=resolved)
+    fit_rows = map_fit_rows(embedding.vectors.shape[0])
+    coords = project(embedding.vectors, method, seed=seed, params=resolved, fit_rows=fit_rows)
     elapsed = time.perf_counter() - start
     path = _paths(embedding, method, seed, resolved, ws)
     atomic_save_npy(path, coords)
@@ -238,6 +255,7 @@ def load_or_compute_projection(
             "embedding": embedding.manifest.get("name"),
             "dataset": embedding.manifest["dataset"]["key"],
             "num_points": int(coords.shape[0]),
+            "fit_rows": fit_rows,
             "compute_time_s": elapsed,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "versions": versions(),
