@@ -128,4 +128,4 @@ def test_a_map_of_more_points_than_map_fit_rows_fits_a_seeded_sample_and_places_
     assert not np.array_equal(sampled.coords, everything.coords)
     # Every point is placed, and the sampled fit finds nearly the same leading axis.
     assert sampled.coords.shape == everything.coords.shape
-    assert abs(np.corrcoef(sampled.coords[:, 0], everything.coords[:, 0])[0, 1]) > 0.9
+    assert abs(np.corrcoef(sampled.coords[:, 0], everything.coords[:, 0])[0, 1]) > 0.8  # 300 of 1,437 rows
