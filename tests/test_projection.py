@@ -118,11 +118,12 @@ def test_a_map_of_more_points_than_map_fit_rows_fits_a_seeded_sample_and_places_
 ) -> None:
     ws = tmp_path / "ws"
     everything = load_or_compute_projection(digits_embedding, "pca", workspace=ws)
-    assert read_json(everything.path.with_suffix(".json"))["fit_rows"] is None
+    assert read_json(everything.path.with_suffix(".json"))["fit_rows"] is None is everything.fit_rows
     monkeypatch.setattr(proj, "MAP_FIT_ROWS", 300)  # as a million points would be against 50,000
     sampled = load_or_compute_projection(digits_embedding, "pca", workspace=ws)
     assert sampled.path != everything.path  # its own cache entry: not the map fitted on every row
-    assert read_json(sampled.path.with_suffix(".json"))["fit_rows"] == 300
+    assert read_json(sampled.path.with_suffix(".json"))["fit_rows"] == 300 == sampled.fit_rows
+    assert proj.find_projection(digits_embedding, "pca", workspace=ws).fit_rows == 300  # from the cache
     expected = proj.project(digits_embedding.vectors, "pca", fit_rows=300)
     np.testing.assert_array_equal(sampled.coords, expected)
     assert not np.array_equal(sampled.coords, everything.coords)

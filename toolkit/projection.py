@@ -166,6 +166,8 @@ class Projection:
         embedding_fingerprint: fingerprint of the embedding it maps.
         path: the cached ``.npy`` file.
         compute_time_s: how long the computation took when it was made.
+        fit_rows: the size of the seeded sample the map was fitted on (the rest placed by its
+            transform), or ``None`` when it was fitted on every row (see :data:`MAP_FIT_ROWS`).
     """
 
     coords: np.ndarray
@@ -175,6 +177,7 @@ class Projection:
     embedding_fingerprint: str
     path: Path
     compute_time_s: float
+    fit_rows: int | None = None
 
     def describe(self) -> dict[str, Any]:
         """What a selection drawn on this map records about it."""
@@ -220,6 +223,7 @@ def find_projection(
         embedding_fingerprint=embedding.fingerprint,
         path=path,
         compute_time_s=float(record["compute_time_s"]),
+        fit_rows=record.get("fit_rows"),
     )
 
 
@@ -261,7 +265,7 @@ def load_or_compute_projection(
             "versions": versions(),
         },
     )
-    return Projection(coords, method, resolved, int(seed), embedding.fingerprint, path, elapsed)
+    return Projection(coords, method, resolved, int(seed), embedding.fingerprint, path, elapsed, fit_rows)
 
 
 def stratified_subsample(labels: np.ndarray, max_points: int = 20_000, *, seed: int = 0) -> np.ndarray:

@@ -129,7 +129,12 @@ shown = passing[stratified_subsample(dataset.train_labels[passing], max_points, 
 if sample_filter.active and not len(passing):
     st.warning("No sample passes the filter: widen it (classes, selections or score range).")
 st.caption(
-    f"{projection.method.upper()} map of all {dataset.num_train:,} training samples; "
+    f"{projection.method.upper()} map of all {dataset.num_train:,} training samples"
+    + (
+        f" (fitted on a seeded sample of {projection.fit_rows:,}, the rest placed by its transform); "
+        if projection.fit_rows
+        else "; "
+    )
     + (f"{len(passing):,} pass the filter; " if sample_filter.active else "")
     + (
         f"plotting a class-stratified sample of {len(shown):,}. "
