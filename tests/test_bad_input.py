@@ -521,6 +521,18 @@ CASES = [
         "encoder 'pixels-pca' has no option.*epochs",
     ),
     Case(
+        "ray-address-without-ray",
+        "arguments",
+        _args("embed", "--encoder", "pixels-pca", "--ray-address", "auto"),
+        r"--ray-address auto applies to --executor ray only",
+    ),
+    Case(
+        "decode-workers-on-ray",
+        "arguments",
+        _args("select", "--method", "random", "--size", "5", "--executor", "ray", "--decode-workers", "2"),
+        r"--decode-workers sets the local worker processes; on --executor ray the cluster's CPUs decode",
+    ),
+    Case(
         "embed-unknown-embedding",
         "arguments",
         _args("select", "--method", "k-means", "--size", "5", "--embedding", "nope"),

@@ -3,7 +3,8 @@
 Every command takes ``--workspace DIR`` (default ``$SAMPLESIFT_WORKSPACE``, else
 ``./workspace``) and ``--data SPEC`` (a folder path, an ``.npz`` path, ``list:FILE.csv``,
 ``hf:PATH``, ``cifar10`` or ``digits``, the default) with the options of how its files are read
-(``--bad-images``, ``--max-pixels``, ``--test-fraction``, ...). Problems the user can fix print one line starting with
+(``--bad-images``, ``--max-pixels``, ``--test-fraction``, ...) and where the heavy work runs (``--executor
+ray`` for a Ray cluster). Problems the user can fix print one line starting with
 ``samplesift: error:`` and exit with status 2; an interrupted command exits with 130.
 """
 
@@ -115,6 +116,16 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
         "the result is the same for any number",
     )
     parser.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        help="where the heavy work runs: decoding a new source, an embedding's inference, a sweep's runs; local "
+        "(default: this machine's processes) or ray (tasks on a Ray cluster, pip install 'samplesift[ray]'; the "
+        "workspace and the images on a file system every node mounts). The results are the same",
+    )
+    parser.add_argument(
+        "--ray-address", help="ray: the cluster to join (auto, ray://HOST:10001; default: start a local one)"
+    )
+    parser.add_argument(
         "--test-fraction",
         type=_number,
         help="for a source without a test split: hold out this share of each class's training images as one",
@@ -131,7 +142,8 @@ def _source_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The ``load_dataset`` keywords of the flags :func:`_source_options` adds."""
     from toolkit.images import LOAD_OPTIONS
 
-    given = {key: getattr(args, key) for key in (*LOAD_OPTIONS, "decode_workers") if getattr(args, key) is not None}
+    where = ("decode_workers", "executor", "ray_address")  # where it is decoded: not recorded (the same arrays)
+    given = {key: getattr(args, key) for key in (*LOAD_OPTIONS, *where) if getattr(args, key) is not None}
     return {"bad_files": args.bad_images, **given}
 
 
@@ -327,10 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--batch", type=_positive_int, help="batch size")
     sweep.add_argument("--norm", choices=("batch", "lrn"))
     sweep.add_argument("--evals", type=int, help="evaluations during each run (plus one at the end)")
-    sweep.add_argument("--executor", choices=("local", "ray"), default="local", help="where runs execute")
     sweep.add_argument("--workers", type=_positive_int, default=1, help="local: runs at a time (one process each)")
     sweep.add_argument("--threads", type=_positive_int, help="local: torch threads per run")
-    sweep.add_argument("--ray-address", help="ray: the cluster to join (default: start a local one)")
     sweep.add_argument("--cpus-per-run", type=_number, default=1.0, help="ray: CPUs per run (default 1)")
     sweep.add_argument("--gpus-per-run", type=_number, default=0.0, help="ray: GPUs per run, fractions allowed")
     sweep.add_argument(
@@ -394,14 +404,19 @@ def _encoder_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from toolkit.encoders import get_encoder, resume_embedding
+    from toolkit.encoders import Inference, get_encoder, resume_embedding
 
+    inference = Inference(args.executor or "local", args.ray_address)  # checked (is Ray installed?) before any work
     if args.resume:
-        embedding = resume_embedding(args.resume, workspace=args.workspace, progress=not args.quiet)
+        embedding = resume_embedding(
+            args.resume, workspace=args.workspace, progress=not args.quiet, inference=inference
+        )
     else:
         encoder = get_encoder(args.encoder, **_encoder_options(args))
         dataset = _load(args)
-        embedding = encoder.embed(dataset, workspace=args.workspace, name=args.name, progress=not args.quiet)
+        embedding = encoder.embed(
+            dataset, workspace=args.workspace, name=args.name, progress=not args.quiet, inference=inference
+        )
     m, q = embedding.manifest, embedding.quality
     trained = f", trained {m['train_time_s']:.1f} s" if m.get("train_time_s") else ""
     print(
@@ -710,7 +725,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
         return 0
     executor = sweep_executor(
-        args.executor,
+        args.executor or "local",
         workers=args.workers,
         threads=args.threads,
         address=args.ray_address,

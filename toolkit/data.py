@@ -73,6 +73,8 @@ def load_dataset(
     label_column: str | None = None,
     image_size: int | None = None,
     decode_workers: int | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> ImageDataset:
     """Load a data set from a spec (see the module docstring), decoding at most once.
 
@@ -87,8 +89,11 @@ def load_dataset(
             leaves them out and lists them in :attr:`ImageDataset.skipped_files`.
         progress: show a progress bar while decoding.
         max_pixels, image_size, test_fraction, test_seed, allow_outside_root, image_column,
-        label_column, decode_workers: see :class:`SourceOptions`. The ones that are set are recorded in
+        label_column: see :class:`SourceOptions`. The ones that are set are recorded in
             :attr:`ImageDataset.load_options`.
+        decode_workers, executor, ray_address: where a new source is decoded (local worker
+            processes, or tasks on a Ray cluster); see :class:`SourceOptions`. The arrays are the
+            same wherever, so these are not recorded.
 
     Raises:
         SampleSiftError: the source is missing, empty, malformed, lacks a test split (without
@@ -105,6 +110,8 @@ def load_dataset(
         progress=progress,
         image_size=image_size,
         decode_workers=decode_workers,
+        executor=executor,
+        ray_address=ray_address,
     )
     opts.validate()
     ws = as_workspace(workspace)
@@ -411,7 +418,8 @@ def _load_image_folder(root: Path, spec: str, ws: Workspace, opts: SourceOptions
 
     def decode(work: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         held_out = hold_out_test(entries, opts, str(root), notes=notes)
-        paths = [root / rel for rel, _ in held_out["train"] + held_out["test"]]
+        # Absolute: a Ray task reads them in its own working folder (on another node, over a shared file system).
+        paths = [root.resolve() / rel for rel, _ in held_out["train"] + held_out["test"]]
         return decode_entries(
             str(root),
             held_out,

@@ -56,6 +56,7 @@ from typing import Any, Literal, Protocol
 import pandas as pd
 
 from toolkit.artifacts import atomic_write_json, atomic_write_text, fingerprint_bytes, pid_alive, to_jsonable
+from toolkit.cluster import import_ray, ray_session
 from toolkit.data import ImageDataset, load_dataset
 from toolkit.embedding import load_embedding
 from toolkit.errors import SampleSiftError, require, terminate_as_interrupt
@@ -461,7 +462,7 @@ def sweep_executor(
     if kind == "local":
         return LocalExecutor(workers=workers, threads=threads)
     if kind == "ray":
-        _import_ray()  # fail now, with the install hint, rather than after planning
+        import_ray()  # fail now, with the install hint, rather than after planning
         return RayExecutor(address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
     raise SampleSiftError(f"unknown executor {kind!r}; use local or ray")
 
@@ -934,17 +935,6 @@ def _terminate_workers(pool: ProcessPoolExecutor) -> None:
         process.terminate()
 
 
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise SampleSiftError(
-            "--executor ray needs Ray, which is not installed; install it with "
-            "`pip install 'samplesift[ray]'` (or use --executor local)"
-        ) from None
-    return ray
-
-
 @dataclass
 class RayExecutor:
     """One Ray task per run, with its CPU and GPU share (the optional ``[ray]`` extra).
@@ -969,12 +959,7 @@ class RayExecutor:
         require(self.gpus_per_run >= 0, f"--gpus-per-run must be >= 0, got {self.gpus_per_run}")
 
     def execute(self, tasks: Sequence[RunTask], on_done: OnDone | None = None) -> list[TaskOutcome]:
-        ray = _import_ray()
-        started_here = False
-        if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False)
-            started_here = True
-        try:
+        with ray_session(self.address) as ray:
             resources = ray.cluster_resources()
             for name, need in (("CPU", self.cpus_per_run), ("GPU", self.gpus_per_run)):
                 require(
@@ -999,9 +984,6 @@ class RayExecutor:
                     ray.cancel(ref, force=True)
                 raise
             return outcomes
-        finally:
-            if started_here:
-                ray.shutdown()
 
 
 # --------------------------------------------------------------------------- running a sweep

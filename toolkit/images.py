@@ -10,7 +10,8 @@ Decoding happens once per source version: the arrays are cached under
 and modification time) and of the options that change what is decoded, so a changed source
 is decoded again and never served stale. The cached images are read memory-mapped, so a set
 larger than the memory loads at once. Encoded images are decoded in chunks by parallel worker
-processes; each chunk is kept as it is done, so an interrupted decode resumes where it stopped.
+processes, or by tasks on a Ray cluster (``executor="ray"``: the same chunks, the same arrays); each
+chunk is kept as it is done, so an interrupted decode resumes where it stopped.
 They are brought to one size while they are decoded: ``image_size`` S (shorter side to S,
 then the centre square), by default their native size when none is above
 :data:`AUTO_IMAGE_SIZE` pixels, else that size.
@@ -38,6 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +56,7 @@ from toolkit.artifacts import (
     read_json,
     safe_name,
 )
+from toolkit.cluster import check_executor, ray_session, run_tasks
 from toolkit.errors import SampleSiftError, is_real, is_whole, require
 from toolkit.workspace import Workspace
 
@@ -100,6 +103,14 @@ class SourceOptions:
         progress: show a progress bar while decoding.
         decode_workers: processes that decode in parallel (``None``: :func:`default_decode_workers`);
             the arrays are the same for any number, so it is neither recorded nor in the cache key.
+        executor: ``"local"`` decodes in this machine's worker processes, ``"ray"`` as tasks on a
+            Ray cluster (:func:`_decode_on_ray`). Like ``decode_workers`` it only says where the
+            same chunks are decoded, so it is neither recorded nor in the cache key. Sources that
+            are not decoded (``digits``, ``cifar10``, ``.npz``) have nothing to send; the option is
+            accepted all the same, as the CLI's ``--executor`` also places a command's other work
+            (inference, a sweep's runs).
+        ray_address: with ``executor="ray"``, the cluster to join (``auto``, ``ray://host:10001``);
+            ``None`` starts a local instance, unless this process has joined one already.
     """
 
     bad_files: BadFiles = "error"
@@ -112,6 +123,8 @@ class SourceOptions:
     label_column: str | None = None
     progress: bool = False
     decode_workers: int | None = None
+    executor: str = "local"
+    ray_address: str | None = None
 
     def validate(self) -> None:
         require(self.bad_files in ("error", "skip"), f"bad_files must be 'error' or 'skip', got {self.bad_files!r}")
@@ -127,6 +140,12 @@ class SourceOptions:
             self.decode_workers is None or (is_whole(self.decode_workers) and self.decode_workers >= 1),
             f"--decode-workers must be a positive whole number, got {self.decode_workers!r}",
         )
+        require(
+            self.decode_workers is None or self.executor != "ray",
+            "--decode-workers sets the local worker processes; on --executor ray the cluster's CPUs decode, "
+            "so leave it out",
+        )
+        check_executor(self.executor, self.ray_address)
         require(
             self.test_fraction is None or (is_real(self.test_fraction) and 0 < float(self.test_fraction) < 1),
             f"--test-fraction must be between 0 and 1 (exclusive), got {self.test_fraction!r}",
@@ -775,13 +794,21 @@ def default_decode_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+#: The arguments of :func:`_decode_chunk` for one chunk: its reader (files) or encoded bytes, the
+#: pixel limit, the image size and the chunk file to write.
+ChunkJob = tuple[ImageFiles | list[np.ndarray | tuple[str, str]], int | None, int | None, Path]
+#: Runs the chunks ``todo`` (their jobs made by ``job(i)``), calling ``finished(i)`` here as each is written.
+ChunkDispatch = Callable[[list[int], Callable[[int], ChunkJob], Callable[[int], None]], None]
+
+
 def _decode_chunks(
     total: int, read: Callable[[int], np.ndarray], limit: int | None, opts: SourceOptions, folder: Path
 ) -> list[Path]:
     """Decode the ``total`` entries into chunk files in ``folder`` (those already there are kept); their paths.
 
-    Worker processes decode the chunks (:func:`_decode_chunk`), at most two per worker in
-    flight; an :class:`ImageFiles` reader gives each worker its chunk's files to read, any
+    Worker processes, or Ray tasks (``opts.executor``; :func:`_chunk_dispatcher` chooses), decode
+    the chunks (:func:`_decode_chunk`), at most two per worker or cluster CPU in flight; an
+    :class:`ImageFiles` reader gives each worker its chunk's files to read, any
     other (``read`` need not pickle: a table in memory) is read here and its bytes sent. A
     chunk file is written atomically once decoded, so a decode killed at any point restarts
     at its first missing chunk; ``plan.json`` holds what the chunks were cut for, and chunks
@@ -807,7 +834,7 @@ def _decode_chunks(
     def size(i: int) -> int:
         return min(DECODE_CHUNK_IMAGES, total - starts[i])
 
-    def job(i: int) -> tuple[ImageFiles | list[np.ndarray | tuple[str, str]], int | None, int | None, Path]:
+    def job(i: int) -> ChunkJob:
         stop = starts[i] + size(i)
         if isinstance(read, ImageFiles):
             return read.part(starts[i], stop), limit, opts.image_size, paths[i]
@@ -816,7 +843,6 @@ def _decode_chunks(
     done = total - sum(size(i) for i in todo)
     report = getattr(_progress_hooks, "report", None)
     start = time.monotonic()
-    workers = min(opts.decode_workers or default_decode_workers(), len(todo))
     with tqdm(total=total, initial=done, disable=not opts.progress, desc="decode", unit="img") as bar:
 
         def finished(i: int) -> None:
@@ -826,20 +852,53 @@ def _decode_chunks(
             if report is not None:
                 report(done, total, time.monotonic() - start)
 
-        if workers <= 1:
-            for i in todo:
-                _decode_chunk(*job(i))
-                finished(i)
-        else:
-            _decode_in_workers(todo, job, workers, finished)
+        if todo:
+            _chunk_dispatcher(opts, len(todo))(todo, job, finished)
     return paths
+
+
+def _chunk_dispatcher(opts: SourceOptions, chunks: int) -> ChunkDispatch:
+    """How the chunk jobs are run (``chunks`` of them): the one thing the executor and the worker count change.
+
+    Every dispatcher runs the same :func:`_decode_chunk` on the same jobs, which write the same
+    chunk files, so the arrays are identical whichever decodes them; which chunks are done
+    already (the resume) and the progress are :func:`_decode_chunks`' own, for all of them.
+    """
+    if opts.executor == "ray":
+        return partial(_decode_on_ray, address=opts.ray_address)
+    workers = min(opts.decode_workers or default_decode_workers(), chunks)
+    return _decode_here if workers <= 1 else partial(_decode_in_workers, workers=workers)
+
+
+def _decode_here(todo: list[int], job: Callable[[int], ChunkJob], finished: Callable[[int], None]) -> None:
+    """Decode the chunks of ``todo`` one after another in this process (one worker, or one chunk)."""
+    for i in todo:
+        _decode_chunk(*job(i))
+        finished(i)
+
+
+def _decode_on_ray(
+    todo: list[int], job: Callable[[int], ChunkJob], finished: Callable[[int], None], *, address: str | None
+) -> None:
+    """Decode the chunks of ``todo`` as Ray tasks (one CPU each) on the cluster at ``address``.
+
+    Each task runs :func:`_decode_chunk` and writes its chunk file itself, as a local worker
+    does, so on a cluster of several machines the workspace (its ``cache/`` folder) and the
+    source's files must be on a file system every node mounts at the same path: only their
+    paths are sent (the encoded bytes of a reader that is not :class:`ImageFiles` are sent as
+    they are). A task is retried if its worker dies (a chunk is written atomically, so twice
+    is harmless); at most two tasks per cluster CPU wait at a time (:func:`toolkit.cluster.run_tasks`).
+    """
+    with ray_session(address) as ray:
+        run_tasks(ray, _decode_chunk, ((i, job(i)) for i in todo), lambda i, _: finished(i))
 
 
 def _decode_in_workers(
     todo: list[int],
-    job: Callable[[int], tuple[Any, ...]],
-    workers: int,
+    job: Callable[[int], ChunkJob],
     finished: Callable[[int], None],
+    *,
+    workers: int,
 ) -> None:
     """Run :func:`_decode_chunk` on every chunk of ``todo`` in ``workers`` spawned processes."""
     import multiprocessing

@@ -18,7 +18,7 @@ from typing import Any
 from toolkit.data import load_recorded
 from toolkit.embedding import Embedding
 from toolkit.encoders.autoencoder import AutoencoderEncoder
-from toolkit.encoders.base import Encoder, EncoderOutput, Options, TrainingOptions
+from toolkit.encoders.base import Encoder, EncoderOutput, Inference, Options, TrainingOptions
 from toolkit.encoders.contrastive import ContrastiveEncoder
 from toolkit.encoders.file import FileEncoder
 from toolkit.encoders.pixels import PixelsPCAEncoder
@@ -47,12 +47,17 @@ def get_encoder(name: str, **options: Any) -> Encoder:
 
 
 def resume_embedding(
-    run: str | Path, *, workspace: Workspace | str | Path | None = None, progress: bool = True
+    run: str | Path,
+    *,
+    workspace: Workspace | str | Path | None = None,
+    progress: bool = True,
+    inference: Inference | None = None,
 ) -> Embedding:
     """Start a queued embedding run, or continue an interrupted one from its last checkpoint.
 
     The data set is reloaded from the recorded spec and must have the recorded fingerprint;
     the encoder is rebuilt from the recorded options. The run's lock is held throughout.
+    ``inference`` says where the images are embedded (default: here).
     """
     ws = as_workspace(workspace)
     run_obj = RunStore(ws).get(run)
@@ -74,13 +79,14 @@ def resume_embedding(
             raise SampleSiftError(f"{broken} (missing or bad {exc}); make a new embedding") from None
         dataset = load_recorded(data, workspace=ws, owner=f"run {run_obj.id}")
         checkpoint = run_obj.load_checkpoint() if run_obj.checkpoint_path.exists() else None
-        return encoder._execute(run_obj, dataset, ws, progress, checkpoint)
+        return encoder._execute(run_obj, dataset, ws, progress, checkpoint, inference or Inference())
 
 
 __all__ = [
     "ENCODERS",
     "Encoder",
     "EncoderOutput",
+    "Inference",
     "Options",
     "TrainingOptions",
     "available",

@@ -14,7 +14,7 @@ from toolkit.augment import AugmentConfig, DeviceImages, augment_batch, center_c
 from toolkit.data import ImageDataset
 from toolkit.device import autocast, seeded
 from toolkit.embedding import Embedding
-from toolkit.encoders.base import Encoder, EncoderOutput, TrainingOptions, embed_after_training
+from toolkit.encoders.base import Encoder, EncoderOutput, Inference, TrainingOptions, embed_after_training
 from toolkit.errors import is_whole, require
 from toolkit.loop import BatchSampler, Task, open_device, run_loop
 from toolkit.models import EMBEDDING_DIM, Autoencoder, embedding_channels_for
@@ -53,15 +53,20 @@ class AutoencoderOptions(TrainingOptions):
 BATCH_PIXELS = 1000 * 24 * 24
 
 
+def inference_batch(crop: int) -> int:
+    """Images per inference batch for crops of ``crop`` pixels: :data:`BATCH_PIXELS` crop pixels' worth."""
+    return max(1, BATCH_PIXELS // crop**2)
+
+
 @torch.inference_mode()
 def embed_images(
     model: Autoencoder, images: np.ndarray, *, device: torch.device, batch: int | None = None
 ) -> np.ndarray:
     """Embeddings (N x d float32) of uint8 images (N x H x W x C), centre-cropped, streamed in batches.
 
-    ``batch`` images at a time (default: :data:`BATCH_PIXELS` crop pixels' worth).
+    ``batch`` images at a time (default: :func:`inference_batch`).
     """
-    batch = batch or max(1, BATCH_PIXELS // model.crop**2)
+    batch = batch or inference_batch(model.crop)
     model = model.to(device, memory_format=torch.channels_last).eval()
     out = np.zeros((len(images), model.embedding_dim), np.float32)
     for start, pixels in zip(range(0, len(images), batch), image_batches(images, device, batch), strict=True):
@@ -122,7 +127,13 @@ class AutoencoderEncoder(Encoder):
         )
 
     def compute(
-        self, dataset: ImageDataset, run: Run, *, progress: bool, checkpoint: dict[str, Any] | None
+        self,
+        dataset: ImageDataset,
+        run: Run,
+        *,
+        progress: bool,
+        checkpoint: dict[str, Any] | None,
+        inference: Inference,
     ) -> EncoderOutput:
         options = self.options
         task = AutoencoderTask(dataset, options, self.crop(dataset))
@@ -131,11 +142,12 @@ class AutoencoderEncoder(Encoder):
         loop, _ = run_loop(
             task, settings, run, progress=progress, checkpoint=checkpoint, nonfinite_hint="Lower --lr and rerun"
         )
+        batch = inference_batch(task.model.crop)
         return embed_after_training(
             loop,
             run,
             dataset,
-            lambda images: embed_images(task.model, images, device=task.device),
+            lambda images: inference.map(embed_images, task.model, images, batch=batch, device=task.device),
             model=task.model.config,
             epochs=options.epochs,
         )

@@ -18,6 +18,7 @@ checkpoints and resume, so the app and the CLI follow and cancel every encoder t
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -27,9 +28,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from toolkit.artifacts import safe_name, versions
+from toolkit.cluster import check_executor, ray_session, run_tasks
 from toolkit.data import ImageDataset
+from toolkit.device import configure_cuda
 from toolkit.embedding import Embedding, save_embedding
 from toolkit.errors import SampleSiftError, is_real, is_whole, require
 from toolkit.loop import LoopSettings, TrainingLoop, check_loop_options, execute
@@ -112,6 +116,95 @@ class TrainingOptions(Options):
         )
 
 
+#: Bytes of images one Ray inference task is sent, rounded down to whole batches (at least one): the
+#: work of a task, and what waits in the object store for it (two tasks per cluster CPU at most).
+INFERENCE_SLICE_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class Inference:
+    """Where an encoder's inference over the images runs (``samplesift embed --executor``).
+
+    ``local`` runs it in this process, streaming the images in batches. ``ray`` sends it to a
+    Ray cluster as tasks over consecutive slices of the images, each a whole number of the same
+    batches, so every image is embedded in the batch it would be embedded in here: CPU kernels
+    may round differently at another batch size, and with the same batches the rows are
+    identical. The model goes to the cluster once (``ray.put``, in main memory), each slice goes
+    with its task (the images need not be on a shared file system) and the rows come back in
+    order. Training stays in this process: only the inference is spread.
+
+    Attributes:
+        executor: ``"local"`` or ``"ray"``.
+        address: with ``ray``, the cluster to join (``auto``, ``ray://host:10001``); ``None``
+            starts a local instance unless this process has joined one already.
+    """
+
+    executor: str = "local"
+    address: str | None = None
+
+    def __post_init__(self) -> None:
+        check_executor(self.executor, self.address)
+
+    def map(self, infer: Callable[..., Any], model: Any, *rows: np.ndarray | None, batch: int, **settings: Any) -> Any:
+        """``infer(model, *rows, batch=batch, **settings)``, here or over slices of the rows on Ray.
+
+        ``rows`` are the images and any other per-image arrays (labels; ``None`` stays
+        ``None``); ``infer`` must stream them in batches of ``batch`` and return an array of one
+        row per image, or a tuple of such arrays (or ``None``), which are joined slice by slice.
+        A ``device`` setting on a GPU makes each task ask the cluster for one GPU (and use its own).
+        On the CPU the rows are identical to the local ones; on GPUs they are as close as two
+        local runs are (cuDNN picks its kernels by timing them).
+        """
+        images = rows[0]
+        assert images is not None
+        if self.executor == "local" or len(images) == 0:
+            return infer(model, *rows, batch=batch, **settings)
+        device = settings.get("device")
+        gpu = isinstance(device, torch.device) and device.type == "cuda"
+        if gpu:
+            settings["device"] = torch.device("cuda")  # the one GPU Ray gives the task
+        image_bytes = max(1, images[:1].nbytes)
+        step = batch * max(1, INFERENCE_SLICE_BYTES // (batch * image_bytes))
+        parts: dict[int, Any] = {}
+
+        def job(start: int) -> tuple[int, tuple[Any, ...]]:
+            piece = (None if row is None else np.array(row[start : start + step]) for row in rows)
+            return start, (infer, shared, *piece)
+
+        with ray_session(self.address) as ray:
+            shared = ray.put(_in_main_memory(model))
+            jobs = (job(start) for start in range(0, len(images), step))
+            run_tasks(
+                ray, _infer_in_task, jobs, parts.__setitem__, kwargs={"batch": batch, **settings}, num_gpus=int(gpu)
+            )
+        ordered = [parts[start] for start in sorted(parts)]
+        if isinstance(ordered[0], tuple):
+            return tuple(None if column[0] is None else np.concatenate(column) for column in zip(*ordered, strict=True))
+        return np.concatenate(ordered)
+
+
+def _infer_in_task(infer: Callable[..., Any], model: Any, *rows: np.ndarray | None, **settings: Any) -> Any:
+    """``infer`` in a Ray task, on a GPU with the settings this process trains and infers with (TF32 matmuls)."""
+    device = settings.get("device")
+    if isinstance(device, torch.device) and device.type == "cuda":
+        configure_cuda()
+    return infer(model, *rows, **settings)
+
+
+def _in_main_memory(model: Any) -> Any:
+    """``model`` (a module, a tensor, or a tuple of them and other values) with its tensors copied to main memory.
+
+    What a Ray worker can unpickle whatever devices it has; the caller's model is left where it is.
+    """
+    if isinstance(model, torch.nn.Module):
+        return copy.deepcopy(model).cpu()
+    if isinstance(model, torch.Tensor):
+        return model.cpu()
+    if isinstance(model, tuple):
+        return tuple(_in_main_memory(part) for part in model)
+    return model
+
+
 @dataclass
 class EncoderOutput:
     """What an encoder computes; the base class measures and saves it.
@@ -176,9 +269,15 @@ class Encoder:
         return None
 
     def compute(
-        self, dataset: ImageDataset, run: Run, *, progress: bool, checkpoint: dict[str, Any] | None
+        self,
+        dataset: ImageDataset,
+        run: Run,
+        *,
+        progress: bool,
+        checkpoint: dict[str, Any] | None,
+        inference: Inference,
     ) -> EncoderOutput:
-        """Train (if the encoder trains) and embed the training and test images."""
+        """Train (if the encoder trains) and embed the training and test images (where ``inference`` says)."""
         raise NotImplementedError
 
     # ---- the uniform path: record a run, compute, measure, save
@@ -221,18 +320,29 @@ class Encoder:
         workspace: Workspace | str | Path | None = None,
         name: str | None = None,
         progress: bool = True,
+        inference: Inference | None = None,
     ) -> Embedding:
-        """Make the embedding of ``dataset`` and save it as ``name`` (default: the encoder's name)."""
+        """Make the embedding of ``dataset`` and save it as ``name`` (default: the encoder's name).
+
+        ``inference`` says where the images are embedded (default: here); the rows are the same
+        wherever, so it is not recorded.
+        """
         ws = as_workspace(workspace)
         run = self.prepare(dataset, workspace=ws, name=name)
         with run.lock():
-            return self._execute(run, dataset, ws, progress, checkpoint=None)
+            return self._execute(run, dataset, ws, progress, checkpoint=None, inference=inference or Inference())
 
     def _execute(
-        self, run: Run, dataset: ImageDataset, ws: Workspace, progress: bool, checkpoint: dict[str, Any] | None
+        self,
+        run: Run,
+        dataset: ImageDataset,
+        ws: Workspace,
+        progress: bool,
+        checkpoint: dict[str, Any] | None,
+        inference: Inference,
     ) -> Embedding:
         def body() -> Embedding:
-            output = self.compute(dataset, run, progress=progress, checkpoint=checkpoint)
+            output = self.compute(dataset, run, progress=progress, checkpoint=checkpoint, inference=inference)
             run.log({"kind": "stage", "stage": "measuring", "step": _last_step(run)})
             train_log = [r for r in run.records() if r.get("kind") == "train"]
             embedding = save_embedding(

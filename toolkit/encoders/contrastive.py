@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from toolkit.augment import DeviceImages, ViewConfig, image_batches, random_resized_views
 from toolkit.data import ImageDataset
 from toolkit.device import autocast, seeded
-from toolkit.encoders.base import Encoder, EncoderOutput, TrainingOptions, embed_after_training
+from toolkit.encoders.base import Encoder, EncoderOutput, Inference, TrainingOptions, embed_after_training
 from toolkit.errors import is_real, is_whole, require
 from toolkit.loop import BatchSampler, Task, open_device, run_loop
 from toolkit.models import ConvEncoder
@@ -99,6 +99,44 @@ def channel_statistics(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return flat.mean(0), flat.std(0).clamp_min(1e-3)
 
 
+def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] (B, C, H, W) standardised by the training images' channel statistics, channels-last."""
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+#: Images per inference batch.
+EMBED_BATCH = 1000
+
+
+@torch.inference_mode()
+def embed_whole_images(
+    trained: tuple[ConvEncoder, torch.Tensor, torch.Tensor],
+    images: np.ndarray,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    batch: int = EMBED_BATCH,
+) -> np.ndarray:
+    """Embeddings of whole uint8 images (no crop), N x d float32, streamed in batches.
+
+    ``trained`` is the trunk with the channel mean and standard deviation it was trained with
+    (each ``1 x C x 1 x 1``): one value, so that :class:`~toolkit.encoders.base.Inference` sends it
+    to a cluster at once.
+    """
+    model, mean, std = trained
+    model = model.to(device, memory_format=torch.channels_last)
+    mean, std = mean.to(device), std.to(device)
+    was_training = model.training
+    model.eval()
+    out = []
+    for pixels in image_batches(images, device, batch):
+        x = pixels.permute(0, 3, 1, 2).float().div(255.0)
+        with autocast(device, dtype):
+            out.append(model.encode(normalise(x, mean, std)).float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, model.embedding_dim), np.float32)
+
+
 class ContrastiveTask(Task):
     """One SimCLR step: two random views of each image in the batch, NT-Xent on their projections."""
 
@@ -122,7 +160,7 @@ class ContrastiveTask(Task):
         self.mean, self.std = mean.to(self.device)[None, :, None, None], std.to(self.device)[None, :, None, None]
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return normalise(x, self.mean, self.std)
 
     def learning_rate(self, fraction: float) -> float:
         warmup = self.options.warmup
@@ -142,18 +180,6 @@ class ContrastiveTask(Task):
         loss.backward()
         self.optimizer.step()
         return loss.detach()
-
-    @torch.inference_mode()
-    def embed(self, images: np.ndarray, batch: int = 1000) -> np.ndarray:
-        """Embeddings of whole uint8 images (no crop), N x d float32."""
-        self.model.eval()
-        out = []
-        for pixels in image_batches(images, self.device, batch):
-            x = pixels.permute(0, 3, 1, 2).float().div(255.0)
-            with autocast(self.device, self.dtype):
-                out.append(self.model.encode(self.normalise(x)).float().cpu())
-        self.model.train()
-        return torch.cat(out).numpy() if out else np.zeros((0, self.model.embedding_dim), np.float32)
 
 
 class ContrastiveEncoder(Encoder):
@@ -195,7 +221,13 @@ class ContrastiveEncoder(Encoder):
         require(dataset.num_train >= 2, "the contrastive encoder needs at least two training images to contrast")
 
     def compute(
-        self, dataset: ImageDataset, run: Run, *, progress: bool, checkpoint: dict[str, Any] | None
+        self,
+        dataset: ImageDataset,
+        run: Run,
+        *,
+        progress: bool,
+        checkpoint: dict[str, Any] | None,
+        inference: Inference,
     ) -> EncoderOutput:
         task = ContrastiveTask(dataset, self.options, self.view_size(dataset))
         settings = self.loop_settings(dataset)
@@ -212,7 +244,14 @@ class ContrastiveEncoder(Encoder):
             loop,
             run,
             dataset,
-            task.embed,
+            lambda images: inference.map(
+                embed_whole_images,
+                (task.model, task.mean, task.std),
+                images,
+                batch=EMBED_BATCH,
+                device=task.device,
+                dtype=task.dtype,
+            ),
             model=task.model.config,
             epochs=self.options.epochs,
             normalisation={"mean": task.mean.flatten().tolist(), "std": task.std.flatten().tolist()},

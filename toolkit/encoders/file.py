@@ -13,7 +13,7 @@ import pandas as pd
 from toolkit.artifacts import fingerprint_bytes
 from toolkit.data import ImageDataset
 from toolkit.embedding import check_vectors
-from toolkit.encoders.base import Encoder, EncoderOutput, Options
+from toolkit.encoders.base import Encoder, EncoderOutput, Inference, Options
 from toolkit.errors import SampleSiftError, require
 from toolkit.runs import Run
 
@@ -207,7 +207,14 @@ class FileEncoder(Encoder):
         return train, test, facts
 
     def compute(
-        self, dataset: ImageDataset, run: Run, *, progress: bool, checkpoint: dict[str, Any] | None
+        self,
+        dataset: ImageDataset,
+        run: Run,
+        *,
+        progress: bool,
+        checkpoint: dict[str, Any] | None,
+        inference: Inference,
     ) -> EncoderOutput:
+        """The file's rows: nothing is inferred, so ``inference`` has nothing to place."""
         train, test, facts = self.read(dataset)
         return EncoderOutput(vectors=train, test_vectors=test, facts={**facts, "train_time_s": 0.0})

@@ -11,7 +11,7 @@ import torch
 
 from toolkit.augment import center_crop, image_batches
 from toolkit.data import ImageDataset
-from toolkit.encoders.base import Encoder, EncoderOutput, Options
+from toolkit.encoders.base import Encoder, EncoderOutput, Inference, Options
 from toolkit.errors import is_whole, require
 from toolkit.runs import Run
 
@@ -76,8 +76,19 @@ class PixelsPCAEncoder(Encoder):
     source = "Pearson 1901; Halko, Martinsson, Tropp 2011 (randomized SVD)"
 
     def compute(
-        self, dataset: ImageDataset, run: Run, *, progress: bool, checkpoint: dict[str, Any] | None
+        self,
+        dataset: ImageDataset,
+        run: Run,
+        *,
+        progress: bool,
+        checkpoint: dict[str, Any] | None,
+        inference: Inference,
     ) -> EncoderOutput:
+        """Fit here (PCA needs every row at once); project, the inference, where ``inference`` says.
+
+        Up to :data:`FIT_ROWS` training images, their rows are the fit's own; the test images,
+        and the training images beyond that many, are projected in batches of :data:`FIT_ROWS`.
+        """
         from sklearn.decomposition import PCA
 
         start = time.perf_counter()
@@ -91,11 +102,14 @@ class PixelsPCAEncoder(Encoder):
         components = min(self.options.components, train.shape[1], train.shape[0])
         pca = PCA(components, whiten=self.options.whiten, svd_solver="randomized", random_state=self.options.seed)
         fitted = pca.fit_transform(train).astype(np.float32)
+        # A strided view of the SVD's output, and BLAS rounds a strided and a contiguous matrix differently:
+        # made contiguous here, it is the same array a Ray worker unpickles, so projections are the same anywhere.
+        pca.components_ = np.ascontiguousarray(pca.components_)
         del train  # the fit's pixels: the largest array here
         fit_time = time.perf_counter() - start
         start = time.perf_counter()
-        vectors = fitted if sample is None else project(pca, images, crop)
-        test = project(pca, dataset.test_images, crop) if dataset.num_test else None
+        vectors = fitted if sample is None else inference.map(project, pca, images, batch=FIT_ROWS, crop=crop)
+        test = inference.map(project, pca, dataset.test_images, batch=FIT_ROWS, crop=crop) if dataset.num_test else None
         return EncoderOutput(
             vectors=vectors,
             test_vectors=test,

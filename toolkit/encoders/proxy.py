@@ -12,9 +12,10 @@ import torch.nn.functional as F
 
 from toolkit.augment import center_crop, image_batches
 from toolkit.data import ImageDataset
-from toolkit.encoders.base import Encoder, EncoderOutput, TrainingOptions, loop_facts
+from toolkit.encoders.base import Encoder, EncoderOutput, Inference, TrainingOptions, loop_facts
 from toolkit.errors import is_real, require
 from toolkit.loop import run_loop
+from toolkit.models import Classifier
 from toolkit.runs import Run
 from toolkit.train import ClassifierTask, TrainConfig, loop_settings
 
@@ -74,25 +75,42 @@ class ProxyTask(ClassifierTask):
         for name in ("forgotten", "last_correct", "ever_learned"):
             getattr(self, name).copy_(state[name])
 
-    @torch.inference_mode()
-    def features_and_el2n(
-        self, images: np.ndarray, labels: np.ndarray | None, batch: int = 1000
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Penultimate features of the averaged weights, and the EL2N score of the live weights."""
-        averaged, live = self.average.model.eval(), self.model.eval()
-        features, errors = [], []
-        for start, pixels in zip(range(0, len(images), batch), image_batches(images, self.device, batch), strict=True):
-            x = center_crop(pixels, self.crop)
-            features.append(averaged.features(x).float().cpu())
-            if labels is not None:
-                probabilities = F.softmax(live(x).float(), dim=1)
-                target = F.one_hot(
-                    torch.as_tensor(labels[start : start + batch], device=self.device), probabilities.shape[1]
-                )
-                errors.append(torch.linalg.vector_norm(probabilities - target, dim=1).cpu())
-        live.train()
-        vectors = torch.cat(features).numpy()
-        return vectors, (torch.cat(errors).numpy() if labels is not None else None)
+
+#: Images per inference batch.
+EMBED_BATCH = 1000
+
+
+@torch.inference_mode()
+def features_and_el2n(
+    models: tuple[Classifier, Classifier],
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    *,
+    crop: int,
+    device: torch.device,
+    batch: int = EMBED_BATCH,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Penultimate features of the averaged weights, and the EL2N score of the live weights (with ``labels``).
+
+    ``models`` is the pair (averaged, live): one value, so that
+    :class:`~toolkit.encoders.base.Inference` sends it to a cluster at once.
+    """
+    averaged, live = (model.to(device, memory_format=torch.channels_last) for model in models)
+    modes = averaged.training, live.training
+    averaged.eval()
+    live.eval()
+    features, errors = [], []
+    for start, pixels in zip(range(0, len(images), batch), image_batches(images, device, batch), strict=True):
+        x = center_crop(pixels, crop)
+        features.append(averaged.features(x).float().cpu())
+        if labels is not None:
+            probabilities = F.softmax(live(x).float(), dim=1)
+            target = F.one_hot(torch.as_tensor(labels[start : start + batch], device=device), probabilities.shape[1])
+            errors.append(torch.linalg.vector_norm(probabilities - target, dim=1).cpu())
+    averaged.train(modes[0])
+    live.train(modes[1])
+    vectors = torch.cat(features).numpy()
+    return vectors, (torch.cat(errors).numpy() if labels is not None else None)
 
 
 class ProxyEncoder(Encoder):
@@ -147,7 +165,13 @@ class ProxyEncoder(Encoder):
         )
 
     def compute(
-        self, dataset: ImageDataset, run: Run, *, progress: bool, checkpoint: dict[str, Any] | None
+        self,
+        dataset: ImageDataset,
+        run: Run,
+        *,
+        progress: bool,
+        checkpoint: dict[str, Any] | None,
+        inference: Inference,
     ) -> EncoderOutput:
         config = self.train_config()
         task = ProxyTask(dataset, config)
@@ -159,8 +183,13 @@ class ProxyEncoder(Encoder):
         )
         run.log({"kind": "stage", "stage": "embedding", "step": loop.state.step})
         start = time.perf_counter()
-        vectors, el2n = task.features_and_el2n(dataset.train_images, dataset.train_labels)
-        test_vectors, _ = task.features_and_el2n(dataset.test_images, None)
+        models, where = (task.average.model, task.model), {"crop": task.crop, "device": task.device}
+        vectors, el2n = inference.map(
+            features_and_el2n, models, dataset.train_images, dataset.train_labels, batch=EMBED_BATCH, **where
+        )
+        test_vectors, _ = inference.map(
+            features_and_el2n, models, dataset.test_images, None, batch=EMBED_BATCH, **where
+        )
         forgotten = task.forgotten.cpu().numpy().astype(np.float32)
         never = ~task.ever_learned.cpu().numpy()
         forgotten[never] = forgotten.max(initial=0.0) + 1.0
