@@ -78,7 +78,8 @@ def selector_speed(r: dict[str, Any]) -> tuple[str, str]:
     shown = []
     for method, label in (("topk-activation", "top-k activation"), ("k-center", "k-center")):
         if "seconds" in s.get(method, {}):
-            shown.append(f"{label} {s[method]['seconds']:.2f} s")
+            seconds = s[method]["seconds"]
+            shown.append(f"{label} {seconds:.3f} s" if seconds < 1 else f"{label} {seconds:.2f} s")
     if "seconds" in s.get("facility-location", {}):
         fl = s["facility-location"]
         shown.append(f"facility location {fl['seconds']:.1f} s / {fl['peak_rss_mb']:,.0f} MB")
