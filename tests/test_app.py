@@ -1012,6 +1012,16 @@ def test_the_selectors_and_train_choices_survive_a_refresh(
     assert again.number_input(key="train_budget").value == 45.0
     assert again.number_input(key="train_batch").value == 64 and again.selectbox(key="train_norm").value == "lrn"
 
+    # A hand-edited link with numbers outside the fields' ranges (or not numbers) draws the defaults, no error.
+    edited = refreshed("train", {**train_url, "length": "steps", "seeds": "99", "batch": "0", "evals": "x"})
+    assert edited.number_input(key="train_seeds").value == 1 and edited.number_input(key="train_batch").value == 128
+    assert edited.number_input(key="train_evals").value == 5
+    sidebar = AppTest.from_file(str(APP), default_timeout=120)
+    sidebar.query_params.update({"source": "digits", "imgsize": "5000", "cap": "-3"})
+    sidebar.run()
+    assert_clean(sidebar)
+    assert sidebar.number_input(key="image_size").value == 0 and sidebar.number_input(key="max_per_class").value == 0
+
 
 def test_the_sidebar_image_size_loads_and_is_kept_in_the_url(tmp_path: Path, fresh_workspace: Path) -> None:
     from PIL import Image

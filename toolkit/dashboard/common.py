@@ -119,6 +119,10 @@ def default_cifar10_location() -> str:
 SOURCE_PARAMS = {SOURCES[0]: "digits", SOURCES[1]: "cifar10", SOURCES[2]: "folder"}
 
 
+#: The sidebar's largest decode size (px).
+MAX_IMAGE_SIZE = 1024
+
+
 def default_workspace() -> str:
     return os.environ.get("SAMPLESIFT_WORKSPACE") or "workspace"
 
@@ -148,7 +152,7 @@ def _restore_picker_state() -> None:
     limit = params.get("maxpx", "0")
     st.session_state.setdefault("max_pixels", int(limit) if limit.isdigit() else 0)
     side = params.get("imgsize", "0")
-    st.session_state.setdefault("image_size", int(side) if side.isdigit() else 0)
+    st.session_state.setdefault("image_size", int(side) if side.isdigit() and int(side) <= MAX_IMAGE_SIZE else 0)
     st.session_state.setdefault("workspace", params.get("workspace") or default_workspace())
 
 
@@ -229,10 +233,26 @@ def url_widget(
     A refresh or a shared link restores it (see :func:`restore_choice` for ``options``,
     ``parse`` and ``many``); the value ``omit`` (the widget's default) stays out of the URL.
     """
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if parse is not None and (low is not None or high is not None):
+        parse = _within(parse, low, high)
     restore_choice(key, param, options, parse=parse, many=many)
     value = draw(*args, key=key, **kwargs)
     set_param(param, value, omit)
     return value
+
+
+def _within(parse: Callable[[str], Any], low: Any, high: Any) -> Callable[[str], Any]:
+    """``parse``, refusing (``ValueError``) a value outside a number field's range: a hand-edited link
+    must not make the widget raise, it keeps its default."""
+
+    def parse_in_range(text: str) -> Any:
+        value = parse(text)
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ValueError(f"{value} is outside [{low}, {high}]")
+        return value
+
+    return parse_in_range
 
 
 def _publish_data(applied: dict[str, Any]) -> None:
@@ -333,7 +353,7 @@ def sidebar() -> Context | None:
             st.number_input(
                 "Decode size, px (0 = automatic)",
                 min_value=0,
-                max_value=1024,
+                max_value=MAX_IMAGE_SIZE,
                 step=16,
                 key="image_size",
                 help="Images are brought to S x S while they are decoded (shorter side to S, then the centre square). "
