@@ -130,6 +130,23 @@ def selector_speed_statement(path: Path = SELECTOR_SPEED) -> str:
     )
 
 
+def scale_statement() -> str:
+    """What bench/scale.py's committed records measured (README's "Your own data")."""
+    parts = []
+    for path in sorted((Path(__file__).resolve().parent / "bench").glob("scale*.json")):
+        record = json.loads(path.read_text())
+        steps = record["steps"]
+        heaviest = max(steps, key=lambda step: steps[step]["peak_rss_mb"])
+        parts.append(
+            f"{record['images']:,} {record['format']} images decoded at {record['image_size']} px: decode and cache "
+            f"{steps['decode_cache']['seconds']:.0f} s, every step within {record['peak_rss_mb'] / 1024:.1f} GB peak "
+            f"RSS (the largest, {heaviest}; target 8 GB; load average up to "
+            f"{max(record['load_average_start'][0], record['load_average_end'][0]):.1f}; "
+            f"[`docs/bench/{path.name}`](docs/bench/{path.name}))"
+        )
+    return "; ".join(parts) + "."
+
+
 def _pilot() -> tuple[pd.DataFrame, float, dict]:
     """The pilot's finished runs (pair label, accuracy), random-balanced's accuracy, and its progress record."""
     results = pd.read_csv(CONVERGED_PILOT / "results.csv")
@@ -167,7 +184,7 @@ def pilot_statement() -> str:
 STATEMENTS = {
     "docs/selectors.md": (diagnostic_statement, selector_speed_statement),
     "docs/results.md": (diagnostic_statement, extra_steps_statement, pilot_table, pilot_statement),
-    "README.md": (pilot_statement,),
+    "README.md": (pilot_statement, scale_statement),
 }
 
 
