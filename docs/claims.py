@@ -25,6 +25,11 @@ CPU_RESULTS = RESULTS / "cpu-results.csv"
 #: The cpu-converged pilot's report (``samplesift sweep --preset cpu-converged --part pilot --report``).
 CONVERGED_PILOT = RESULTS / "converged-pilot"
 
+#: The cpu-converged final grid's report (``... --part final --pairs ... --report``).
+CONVERGED_FINAL = RESULTS / "converged-final"
+#: Issue 12's goal at 100/0: a pair above random-balanced by this many points (K -> points), interval above zero.
+GAIN_GOALS = {200: 6.0, 1000: 4.0, 4320: 3.0}
+
 #: bench/selector_speed.py's committed record (docs/selectors.md's speed section).
 SELECTOR_SPEED = Path(__file__).resolve().parent / "bench" / "selector_speed.json"
 #: The selector benchmark's targets (issue 3), as the record's ``meets_target`` judged them.
@@ -168,22 +173,60 @@ def pilot_table() -> str:
 
 
 def pilot_statement() -> str:
-    """What the cpu-converged pilot's finished runs say so far (docs/results.md, README)."""
+    """What the cpu-converged pilot's runs say, and the pairs it picks for the final grid (docs/results.md, README)."""
     results, baseline, progress = _pilot()
     pairs = results[results["selector"] != "random-balanced"]
+    rules = pairs[pairs["embedding"].fillna("") != ""]
     above = pairs[pairs["test_accuracy"] > baseline]
     best, worst = pairs.iloc[0], pairs.iloc[-1]
-    return (
-        f"{progress['finished']} of the pilot's {progress['planned']} runs have finished (one seed, K = 1,000, "
-        f"100/0, 1,500 steps of 128). Random-balanced reached {100 * baseline:.2f} %; {len(above)} of the "
-        f"{len(pairs)} other runs are above it, the best {best.pair} by {100 * (best.test_accuracy - baseline):+.2f} "
-        f"points, the worst {worst.pair} at {100 * (worst.test_accuracy - baseline):+.2f}."
+    done = (
+        f"All {progress['planned']} of the pilot's runs have finished"
+        if progress["finished"] == progress["planned"]
+        else f"{progress['finished']} of the pilot's {progress['planned']} runs have finished"
     )
+    picked = ", ".join(rules["pair"].head(3))
+    return (
+        f"{done} (one seed, K = 1,000, 100/0, 1,500 steps of 128). Random-balanced reached {100 * baseline:.2f} %; "
+        f"{len(above)} of the {len(pairs)} other runs are above it, the best {best.pair} by "
+        f"{100 * (best.test_accuracy - baseline):+.2f} points, the worst {worst.pair} at "
+        f"{100 * (worst.test_accuracy - baseline):+.2f}. The three largest gains, the pairs the final grid runs: "
+        f"{picked}."
+    )
+
+
+def final_statement(folder: Path = CONVERGED_FINAL) -> str:
+    """How far the final grid is, and at each budget the best pair's paired gain at 100/0 against the goal."""
+    if not (folder / "progress.json").is_file():
+        return "No run of the final grid has finished yet."
+    progress = json.loads((folder / "progress.json").read_text())
+    text = f"{progress['finished']} of the final grid's {progress['planned']} runs have finished" + (
+        " (partial: the rest run in later sessions; `progress.json` lists them)." if progress["partial"] else "."
+    )
+    paired = pd.read_csv(folder / "paired.csv")
+    paired = paired[(paired["split"] == 1.0) & (paired["n"] > 0) & (paired["embedding"].fillna("") != "")]
+    parts = []
+    for size, goal in GAIN_GOALS.items():
+        cell = paired[paired["size"] == size]
+        if cell.empty:
+            parts.append(f"K = {size:,}: no pair has a random-balanced run of the same seed yet")
+            continue
+        best = cell.sort_values("mean_diff", ascending=False).iloc[0]
+        gain = 100 * best["mean_diff"]
+        if best["n"] < 2:
+            verdict = "one seed, no interval yet"
+        else:
+            low, high = 100 * best["ci_low"], 100 * best["ci_high"]
+            met = best["ci_above_zero"] and gain >= goal
+            verdict = f"95 % interval [{low:+.2f}, {high:+.2f}]; goal +{goal:g}: {'met' if met else 'not met'}"
+        parts.append(
+            f"K = {size:,}: best {best['embedding']}:{best['selector']} {gain:+.2f} points (n = {best['n']}, {verdict})"
+        )
+    return text + " At 100/0 against random-balanced, paired by seed: " + "; ".join(parts) + "."
 
 
 STATEMENTS = {
     "docs/selectors.md": (diagnostic_statement, selector_speed_statement),
-    "docs/results.md": (diagnostic_statement, extra_steps_statement, pilot_table, pilot_statement),
+    "docs/results.md": (diagnostic_statement, extra_steps_statement, pilot_table, pilot_statement, final_statement),
     "README.md": (pilot_statement, scale_statement),
 }
 

@@ -91,3 +91,29 @@ def test_the_diagnostics_table_matches_its_csv() -> None:
     assert shown == expected, (
         "docs/selectors.md's diagnostics table differs from docs/results/selectors-diagnostics.csv"
     )
+
+
+def test_the_final_statement_reads_the_paired_gains_against_the_goals(tmp_path: Path) -> None:
+    claims = _claims()
+    assert claims.final_statement(tmp_path) == "No run of the final grid has finished yet."
+    (tmp_path / "progress.json").write_text('{"planned": 137, "finished": 9, "partial": true, "missing": []}')
+    columns = ["embedding", "selector", "size", "split", "n", "mean_diff", "ci_low", "ci_high", "ci_above_zero"]
+    rows = [
+        ("contrastive", "typiclust+balanced", 200, 1.0, 5, 0.071, 0.012, 0.13, True),  # +7.1, above zero: met
+        ("contrastive", "k-means+balanced", 200, 1.0, 5, 0.02, -0.01, 0.05, False),
+        ("contrastive", "typiclust+balanced", 1000, 1.0, 3, 0.045, -0.01, 0.10, False),  # +4.5 but crosses zero
+        ("contrastive", "typiclust+balanced", 4320, 0.5, 3, 0.09, 0.05, 0.13, True),  # 50/50: not the goal's split
+        ("", "random", 4320, 1.0, 3, 0.5, 0.4, 0.6, True),  # plain random is not a pair
+    ]
+    pd.DataFrame(rows, columns=columns).to_csv(tmp_path / "paired.csv", index=False)
+    said = claims.final_statement(tmp_path)
+    assert said.startswith("9 of the final grid's 137 runs have finished (partial")
+    assert (
+        "K = 200: best contrastive:typiclust+balanced +7.10 points (n = 5, 95 % interval [+1.20, +13.00]; goal +6: met)"
+        in said
+    )
+    assert (
+        "K = 1,000: best contrastive:typiclust+balanced +4.50 points (n = 3, 95 % interval [-1.00, +10.00]; goal +4: not met)"
+        in said
+    )
+    assert "K = 4,320: no pair has a random-balanced run of the same seed yet" in said
