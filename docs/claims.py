@@ -203,7 +203,7 @@ def final_statement(folder: Path = CONVERGED_FINAL) -> str:
         " (partial: the rest run in later sessions; `progress.json` lists them)." if progress["partial"] else "."
     )
     paired = pd.read_csv(folder / "paired.csv")
-    paired = paired[(paired["split"] == 1.0) & (paired["n"] > 0) & (paired["embedding"].fillna("") != "")]
+    paired = paired[(paired["split"] == 1.0) & (paired["n"] > 0) & paired["embedding"].notna()]
     parts = []
     for size, goal in GAIN_GOALS.items():
         cell = paired[paired["size"] == size]
