@@ -17,7 +17,9 @@ clock starts, and the peak includes that load and Python, torch and the librarie
 ``embed_autoencoder`` autoencoder inference, streamed in batches (an untrained, seeded model:
                     inference costs the same; training is the train benchmark's subject)
 ``select_<method>`` random, top-k activation, k-means and facility location on the pixels-pca
-                    embedding, K = 0.432 % of N (the paper's 8.64 % of 50,000 = 4,320 at 1M)
+                    embedding, K = 0.432 % of N (the paper's 8.64 % of 50,000 = 4,320 at 1M);
+                    above 100,000 images facility location's k-NN graph comes from an inverted
+                    file, whose measured recall the step reports (``neighbor_search``)
 ``export_csv``      the top-k selection written as CSV
 ``map_page``        the app's map data: a 2-d PCA fitted on a sample of 50,000 and applied to
                     every point, and the class-stratified sample of 20,000 it plots
@@ -193,7 +195,8 @@ def _select(method: str) -> Any:
         selection = make_selection(
             dataset, method, size=args.k, workspace=args.workspace, embedding="pixels-pca", diagnostics=False
         )
-        return {"k": len(selection.indices)}
+        search = selection.manifest["info"].get("neighbor_search")  # facility location's k-NN: exact or approximate
+        return {"k": len(selection.indices), **({"neighbor_search": search} if search else {})}
 
     return body
 

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from toolkit.selectors.base import Selector
-from toolkit.selectors.distances import knn, squared_norms, stable_top
+from toolkit.selectors.distances import squared_norms, stable_top
+from toolkit.selectors.neighbors import nearest_neighbors
 
 UNIQUENESS_WEIGHTS = (0.6, 0.3, 0.1)
 """FiftyOne's weights of the distances to the 1st, 2nd and 3rd nearest neighbours."""
@@ -21,7 +22,7 @@ UNIQUENESS_WEIGHTS = (0.6, 0.3, 0.1)
 
 def uniqueness(x: torch.Tensor) -> torch.Tensor:
     """FiftyOne-style uniqueness in [0, 1]: weighted distance to the 3 nearest neighbours / its maximum."""
-    squared, _ = knn(x, len(UNIQUENESS_WEIGHTS), exclude_self=True)
+    squared, _, _ = nearest_neighbors(x, len(UNIQUENESS_WEIGHTS), exclude_self=True)
     if squared.shape[1] == 0:  # a single sample is as unique as it gets
         return torch.ones(x.shape[0], device=x.device)
     weights = torch.tensor(UNIQUENESS_WEIGHTS[: squared.shape[1]], device=x.device)
@@ -35,7 +36,8 @@ class Uniqueness(Selector):
 
     FiftyOne brain ``compute_uniqueness`` (``fiftyone/brain/internal/core/uniqueness.py``):
     the distances to the 3 nearest neighbours weighted 0.6 / 0.3 / 0.1, normalised by the
-    maximum. Exact k-NN by blocked brute force (no N x N). It favours isolated samples
+    maximum. Exact k-NN by blocked brute force (no N x N); above 100,000 samples an inverted
+    file (:mod:`toolkit.selectors.neighbors`). It favours isolated samples
     (outliers and rare modes); no randomness. The score is the uniqueness in [0, 1].
     """
 

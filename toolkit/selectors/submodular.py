@@ -19,7 +19,7 @@ the same dimension, the submodular form of the paper's per-dimension top-k.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,8 @@ import torch
 
 from toolkit.errors import require
 from toolkit.selectors.base import Selector
-from toolkit.selectors.distances import knn, sequential_loop
+from toolkit.selectors.distances import sequential_loop
+from toolkit.selectors.neighbors import nearest_neighbors
 
 CONCAVE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"sqrt": torch.sqrt, "log": torch.log1p}
 """Concave functions of the feature-based objective (apricot's names: sqrt, log = log1p)."""
@@ -46,6 +47,7 @@ class SimilarityGraph:
     neighbors: torch.Tensor
     similarity: torch.Tensor
     bandwidth: float
+    search: dict[str, Any] = field(default_factory=lambda: {"search": "exact"})
 
     @property
     def size(self) -> int:
@@ -53,14 +55,19 @@ class SimilarityGraph:
 
 
 def knn_similarity_graph(x: torch.Tensor, neighbors: int = 20) -> SimilarityGraph:
-    """The k-NN similarity graph of the rows of ``x`` (exact, blocked brute force; no N x N)."""
+    """The k-NN similarity graph of the rows of ``x`` (no N x N; approximate above 100,000 rows).
+
+    The neighbours come from :func:`~toolkit.selectors.neighbors.nearest_neighbors`: exact
+    blocked brute force, or above its row limit an inverted file whose measured recall the
+    graph's ``search`` records.
+    """
     require(neighbors >= 1, f"facility location needs neighbors >= 1, got {neighbors}")
-    squared, index = knn(x, neighbors)
+    squared, index, search = nearest_neighbors(x, neighbors)
     bandwidth = float(squared[:, -1].median())
     if bandwidth <= 0:  # heavy duplication: fall back to the mean positive distance, else 1
         positive = squared[squared > 0]
         bandwidth = float(positive.mean()) if positive.numel() else 1.0
-    return SimilarityGraph(index, torch.exp(-squared / bandwidth), bandwidth)
+    return SimilarityGraph(index, torch.exp(-squared / bandwidth), bandwidth, search)
 
 
 def _index_tensor(indices: Sequence[int] | np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -194,7 +201,9 @@ class FacilityLocation(Selector):
     DeepCore's facility location; Mirzasoleiman et al.'s CRAIG uses it as well). The
     similarity is ``exp(-d^2 / h)`` on each sample's ``neighbors`` (20) nearest samples,
     h the median squared distance to the 20th neighbour, zero beyond (submodlib's sparse
-    mode; never an N x N matrix). Exact greedy with incremental gain updates
+    mode; never an N x N matrix). Above 100,000 samples the neighbours come from an inverted
+    file (:mod:`toolkit.selectors.neighbors`) and ``info["neighbor_search"]`` records its
+    measured recall. Exact greedy with incremental gain updates
     (:func:`facility_location_greedy`). No randomness. The score is the marginal gain: at the
     moment of the pick for selected samples, after the last pick for the others;
     ``info["objective"]`` is f(S) and ``info["objective_share"]`` is f(S) / N (1 = every
@@ -216,6 +225,7 @@ class FacilityLocation(Selector):
         scores[picks] = pick_gain
         objective = float(pick_gain.sum())
         info = {"objective": objective, "objective_share": objective / graph.size, "bandwidth": graph.bandwidth}
+        info["neighbor_search"] = graph.search
         return picks, scores, None, info
 
 
