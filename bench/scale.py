@@ -171,7 +171,8 @@ def _embed_pixels_pca(dataset: Any, args: argparse.Namespace) -> dict[str, Any]:
     from toolkit.encoders import get_encoder
 
     embedding = get_encoder("pixels-pca").embed(dataset, workspace=args.workspace, progress=False)
-    return {"dim": embedding.dim, "fit_rows": embedding.manifest["fit_rows"], **embedding.quality}
+    # the PCA's own fit rows (at most 50,000), beside the quality figures (which name their own fit_rows)
+    return {"dim": embedding.dim, "quality": embedding.quality, "pca_fit_rows": embedding.manifest["fit_rows"]}
 
 
 def _embed_autoencoder(dataset: Any, args: argparse.Namespace) -> dict[str, Any]:

@@ -136,17 +136,34 @@ def selector_speed_statement(path: Path = SELECTOR_SPEED) -> str:
 
 
 def scale_statement() -> str:
-    """What bench/scale.py's committed records measured (README's "Your own data")."""
+    """What bench/scale.py's committed records measured (README's "Your own data"), largest first."""
+    records = [
+        (path, json.loads(path.read_text())) for path in (Path(__file__).resolve().parent / "bench").glob("scale*.json")
+    ]
     parts = []
-    for path in sorted((Path(__file__).resolve().parent / "bench").glob("scale*.json")):
-        record = json.loads(path.read_text())
+    for path, record in sorted(records, key=lambda item: -item[1]["images"]):
         steps = record["steps"]
         heaviest = max(steps, key=lambda step: steps[step]["peak_rss_mb"])
+        size = f"decoded at {record['image_size']} px" if record["image_size"] else "at their native size"
+        selects = ", ".join(
+            f"{method} {steps[f'select_{method}']['seconds']:.1f} s"
+            for method in ("random", "topk-activation", "k-means", "facility-location")
+        )
+        search = steps["select_facility-location"].get("neighbor_search", {"search": "exact"})
+        if search["search"] == "ivf":
+            selects += (
+                f" (its k-NN graph from an inverted file of {search['cells']:,} cells, {search['probes']} probed"
+                f" per cell, recall {search['recall']:.2f})"
+            )
         parts.append(
-            f"{record['images']:,} {record['format']} images decoded at {record['image_size']} px: decode and cache "
-            f"{steps['decode_cache']['seconds']:.0f} s, every step within {record['peak_rss_mb'] / 1024:.1f} GB peak "
-            f"RSS (the largest, {heaviest}; target 8 GB; load average up to "
-            f"{max(record['load_average_start'][0], record['load_average_end'][0]):.1f}; "
+            f"{record['images']:,} {record['format']} images {size}: decode and cache "
+            f"{steps['decode_cache']['seconds']:.0f} s; pixels-pca {steps['embed_pixels_pca']['seconds']:.0f} s, "
+            f"autoencoder inference {steps['embed_autoencoder']['seconds']:.0f} s "
+            f"({steps['embed_autoencoder']['images_per_s']:,.0f} images/s); selecting K = {record['k']:,}: {selects}; "
+            f"CSV export {steps['export_csv']['seconds']:.1f} s; "
+            f"the map page's data {steps['map_page']['seconds']:.1f} s; "
+            f"every step within {record['peak_rss_mb'] / 1024:.1f} GB peak RSS (the largest, {heaviest}; target 8 GB; "
+            f"load average up to {max(record['load_average_start'][0], record['load_average_end'][0]):.1f}; "
             f"[`docs/bench/{path.name}`](docs/bench/{path.name}))"
         )
     return "; ".join(parts) + "."

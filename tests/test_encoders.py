@@ -208,6 +208,8 @@ def test_quality_figures_have_known_answers() -> None:
     assert linear_probe_accuracy(points, labels, test, test_labels) == 1.0
     shuffled = rng.permutation(labels)  # labels unrelated to the points: chance level
     assert knn_accuracy(points, shuffled, test, test_labels) < 0.6
+    one_row_chunks = knn_accuracy(points, shuffled, test, test_labels, chunk_bytes=4 * len(points))
+    assert one_row_chunks == knn_accuracy(points, shuffled, test, test_labels)  # the memory bound changes nothing
 
 
 # --------------------------------------------------------------------------- the file encoder

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 
 KNN_K = 20
 KNN_TEMPERATURE = 0.07
+SIMILARITY_BLOCK_BYTES = 256 * 2**20
+"""Memory for one block of test-to-training similarities in the k-NN accuracy."""
 
 
 def _tensor(x: np.ndarray) -> torch.Tensor:
@@ -39,10 +41,15 @@ def knn_accuracy(
     *,
     k: int = KNN_K,
     temperature: float = KNN_TEMPERATURE,
-    chunk: int = 512,
+    chunk_bytes: int = SIMILARITY_BLOCK_BYTES,
 ) -> float:
-    """Weighted k-NN accuracy of ``test`` against ``train`` (cosine similarity)."""
+    """Weighted k-NN accuracy of ``test`` against ``train`` (cosine similarity).
+
+    The test rows go in chunks whose similarity block to the whole bank fits ``chunk_bytes``
+    (512 rows against CIFAR-10's 50,000, as before; 67 against a million, where 512 took 2 GB).
+    """
     bank = F.normalize(_tensor(train), dim=1)
+    chunk = max(1, min(512, chunk_bytes // (4 * max(1, len(bank)))))
     labels = torch.as_tensor(train_labels, dtype=torch.int64)
     classes = int(max(labels.max().item(), int(np.max(test_labels))) + 1)
     k = min(k, len(bank))

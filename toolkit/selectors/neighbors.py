@@ -130,11 +130,12 @@ class InvertedFile:
     def blocks(
         self, x: torch.Tensor, budget_bytes: int = BLOCK_BYTES
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Blocks of (query rows, candidate rows, their squared distances ``|q|^2 - 2 q.c + |c|^2``, clamped at 0).
+        """Blocks of (query rows, candidate rows, ``|c|^2 - 2 q.c`` for every query and candidate).
 
-        The candidates are a cell's probed rows, its own first and in ``members`` order, so the
-        i-th query of a cell's first block is the i-th candidate (a block's offset ``o``
-        shifts that to the (o + i)-th: :meth:`self_positions`).
+        A query row's own ``|q|^2`` is left out: a k-NN search adds it to the k values it
+        keeps, not to the whole block (two passes over the block saved), and a range search
+        compares against ``radius^2 - |q|^2`` instead. The candidates are a cell's probed rows,
+        its own first and in ``members`` order (:meth:`self_positions`).
         """
         sq = squared_norms(x)
         for cell, probed in enumerate(self.probed):
@@ -146,8 +147,7 @@ class InvertedFile:
             step = rows_per_block(len(candidates), budget_bytes)
             for start in range(0, len(rows), step):
                 query = rows[start : start + step]
-                block = torch.addmm(candidate_sq, x[query], candidate_x.T, alpha=-2.0).add_(sq[query, None])
-                yield query, candidates, block.clamp_(min=0.0)
+                yield query, candidates, torch.addmm(candidate_sq, x[query], candidate_x.T, alpha=-2.0)
 
     def self_positions(self, query: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Where each query row sits among its block's candidates (its own cell comes first)."""
@@ -176,13 +176,14 @@ def ivf_knn(
     if not k:
         return dist, index
     inverted = InvertedFile.build(x, cells, probes, min_candidates=k + 1)
-    for query, candidates, block in inverted.blocks(x, budget_bytes):
+    sq = squared_norms(x)
+    for query, candidates, partial in inverted.blocks(x, budget_bytes):
         if exclude_self:
-            block[torch.arange(len(query), device=x.device), inverted.self_positions(query, candidates)] = torch.inf
-        value, found = torch.topk(block, k, dim=1, largest=False)
-        dist[query] = value
+            partial[torch.arange(len(query), device=x.device), inverted.self_positions(query, candidates)] = torch.inf
+        value, found = torch.topk(partial, k, dim=1, largest=False)
+        dist[query] = value + sq[query, None]
         index[query] = candidates[found]
-    return dist, index
+    return dist.clamp_(min=0.0), index
 
 
 def ivf_pairs_within(
@@ -194,9 +195,9 @@ def ivf_pairs_within(
     (callers symmetrise), and a pair whose rows' cells do not probe each other is missed.
     """
     inverted = InvertedFile.build(x, cells, probes)
-    threshold = float(radius) ** 2
-    for query, candidates, block in inverted.blocks(x, budget_bytes):
-        found = torch.nonzero(block < threshold)
+    sq = squared_norms(x)
+    for query, candidates, partial in inverted.blocks(x, budget_bytes):
+        found = torch.nonzero(partial < (float(radius) ** 2 - sq[query])[:, None])
         yield query[found[:, 0]].cpu().numpy(), candidates[found[:, 1]].cpu().numpy()
 
 
