@@ -19,11 +19,17 @@ from toolkit.viz.images import upscale
 NEIGHBOURS = 12
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
+@st.cache_resource(max_entries=4, show_spinner=False)
 def _unit_rows(fingerprint: str, _vectors: np.ndarray) -> np.ndarray:
-    """The embedding's rows scaled to unit length (cosine similarity is then a dot product)."""
+    """The embedding's rows scaled to unit length (cosine similarity is then a dot product), read-only.
+
+    A shared resource, not ``cache_data``: that returns a copy on every run, 855 MB at a million
+    rows, which made each run of the map page with a sample open take seconds.
+    """
     norms = np.linalg.norm(_vectors, axis=1, keepdims=True)
-    return (_vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    unit = (_vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    unit.setflags(write=False)
+    return unit
 
 
 def nearest_neighbours(emb: Embedding, index: int, count: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
