@@ -46,7 +46,7 @@ def knn_accuracy(
     """Weighted k-NN accuracy of ``test`` against ``train`` (cosine similarity).
 
     The test rows go in chunks whose similarity block to the whole bank fits ``chunk_bytes``
-    (512 rows against CIFAR-10's 50,000, as before; 67 against a million, where 512 took 2 GB).
+    (512 rows against CIFAR-10's 50,000, as before; 67 against a million, where 512 rows make a 2 GB block).
     """
     bank = F.normalize(_tensor(train), dim=1)
     chunk = max(1, min(512, chunk_bytes // (4 * max(1, len(bank)))))

@@ -1,13 +1,14 @@
 """k-nearest neighbours at any N: exact up to :data:`EXACT_MAX_ROWS` rows, an inverted file above.
 
 Exact k-NN (:func:`toolkit.selectors.distances.knn`) costs N^2 x d multiply-adds: at
-N = 50,000 and d = 216 about 5 x 10^11 (seconds), at N = 1,000,000 about 2 x 10^14 (an hour
-of a 2-core CPU). Above :data:`EXACT_MAX_ROWS` rows the search uses an inverted file, the
+N = 50,000 and d = 216 about 5 x 10^11, at N = 1,000,000 about 2 x 10^14, 400 times as
+many. Above :data:`EXACT_MAX_ROWS` rows the search uses an inverted file, the
 index of faiss's ``IndexIVFFlat`` (Jegou et al. 2011): the rows are split into about sqrt(N)
 k-means cells, and the rows of a cell look for their neighbours among the rows of the
 ``probes`` cells whose centroids are nearest their own cell's centroid (their own cell
-first; :data:`PROBE_SHARE` of the cells). Every row of a cell shares its candidates, so a cell is one GEMM against a few
-thousand rows: about N x probes x sqrt(N) x d work instead of N^2 x d.
+first; :data:`PROBE_SHARE` of the cells). Every row of a cell shares its candidates, so a
+cell is one blocked GEMM against the probed rows: about N x probes x sqrt(N) x d work
+instead of N^2 x d.
 
 The result is approximate: a true neighbour in a cell that was not probed is missed and
 replaced by the next-nearest candidate. So every approximate search measures its own
@@ -32,17 +33,16 @@ from toolkit.selectors.cluster import kmeans
 from toolkit.selectors.distances import BLOCK_BYTES, generator, knn, rows_per_block, squared_norms
 
 EXACT_MAX_ROWS = 100_000
-"""The most rows searched exactly (2 x 10^12 multiply-adds at d = 216: about a minute on 2 cores)."""
+"""The most rows searched exactly (2 x 10^12 multiply-adds at d = 216)."""
 
 PROBE_SHARE = 0.05
 """Share of the cells searched for each cell's rows (at least :data:`MIN_PROBES`).
 
-The rows of a cell are searched against about this share of all rows, so the search costs
-about this share of the exact one (plus k-means). Recall grows with it: on the 50,000
-CIFAR-10 training embeddings (224 cells, k = 20) probing 3.6 % of the cells gave recall 0.63
-(autoencoder) and 0.69 (contrastive), 7.1 % gave 0.76 and 0.83, 9.8 % gave 0.82 and 0.88,
-14.3 % gave 0.87 and 0.93 (``ivf_knn`` against ``measured_recall``). High-dimensional
-embeddings have no small region that holds a row's neighbours, so higher recall costs proportionally more."""
+The rows of a cell are searched against about this share of all rows, so the search computes
+about this share of the exact search's distances (plus k-means). Recall grows with the share:
+high-dimensional embeddings have no small region that holds a row's neighbours, so higher
+recall costs proportionally more. Each search records the recall it reached; bench/scale.py
+records it at 1,000,000 rows (docs/bench/scale.json)."""
 
 MIN_PROBES = 8
 """The fewest cells searched for a cell's rows."""
