@@ -16,13 +16,21 @@ clock starts, and the peak includes that load and Python, torch and the librarie
                     projected in batches; quality figures included)
 ``embed_autoencoder`` autoencoder inference, streamed in batches (an untrained, seeded model:
                     inference costs the same; training is the train benchmark's subject)
-``select_<method>`` random, top-k activation, k-means and facility location on the pixels-pca
-                    embedding, K = 0.432 % of N (the paper's 8.64 % of 50,000 = 4,320 at 1M);
-                    above 100,000 images facility location's k-NN graph comes from an inverted
-                    file, whose measured recall the step reports (``neighbor_search``)
+``select_<method>`` random, top-k activation, k-means and facility location (``--selectors``
+                    chooses others, ``all`` every one but ccs) on the pixels-pca embedding,
+                    K = 0.432 % of N (the paper's 8.64 % of 50,000 = 4,320 at 1M), the
+                    selection's ``info`` recorded; above 100,000 images the rules that need
+                    neighbours search an inverted file, whose measured recall the step
+                    reports (``neighbor_search``)
 ``export_csv``      the top-k selection written as CSV
-``map_page``        the app's map data: a 2-d PCA fitted on a sample of 50,000 and applied to
-                    every point, and the class-stratified sample of 20,000 it plots
+``open_map_page``   the app as a user opens it (Streamlit's AppTest, the whole script with its
+                    widgets): the Data page's first run (listing the folder, loading the cache),
+                    the map page's first run (loading the embedding, fitting the 2-d PCA on a
+                    sample of 50,000 and placing every point, plotting a stratified 20,000), a
+                    rerun (what every click costs), and a lasso from the plotted points' lowest x
+                    and y to their medians (the points inside found among all N, the grid of the
+                    selection drawn);
+                    the step's seconds are their sum, each is reported (``*_s``)
 
 Usage::
 
@@ -30,6 +38,7 @@ Usage::
     python bench/scale.py --n 20000 --folder /tmp/scale-20k
     python bench/scale.py --jpeg --n 50000        # 512x384 JPEGs, --image-size 64
     python bench/scale.py --smoke                 # 1,000 images: checks the script (CI)
+    python bench/scale.py --folder F --workspace W --only-selection --selectors all  # after a run on W
 
 The last line printed is one JSON object (``bench/benchmeta.py``); ``--out`` also writes it
 to docs/bench/scale.json. The target (issue 15): every step's peak RSS under 8 GB at 1M.
@@ -38,6 +47,7 @@ to docs/bench/scale.json. The target (issue 15): every step's peak RSS under 8 G
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib
 import json
 import os
@@ -64,18 +74,11 @@ PRELOADED = (
     "toolkit.export",
     "toolkit.projection",
     "toolkit.selection",
+    "streamlit.testing.v1",
+    "plotly.graph_objects",
 )
-STEPS = (
-    "decode_cache",
-    "embed_pixels_pca",
-    "embed_autoencoder",
-    "select_random",
-    "select_topk-activation",
-    "select_k-means",
-    "select_facility-location",
-    "export_csv",
-    "map_page",
-)
+#: The selections issue 15's acceptance times (``--selectors`` chooses others).
+ACCEPTANCE_SELECTORS = ("random", "topk-activation", "k-means", "facility-location")
 CLASSES = 10
 TARGET_PEAK_RSS_MB = 8 * 1024
 MAP_POINTS = 20_000
@@ -144,7 +147,7 @@ def measure(step: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run ``step`` in this process: its seconds, this process's peak RSS, and the step's own figures.
 
     The modules a step uses are imported, and the data set loaded from the cache, before its
-    clock starts.
+    clock starts (but the app's: opening it loads the data set).
     """
     for module in PRELOADED:
         importlib.import_module(module)
@@ -160,9 +163,11 @@ def measure(step: str, args: argparse.Namespace) -> dict[str, Any]:
         extra["workers_peak_rss_mb"] = children
         extra["cache_mb"] = sum(p.stat().st_size for p in Path(args.workspace).rglob("*.npy")) / 2**20
     else:
-        dataset = load_dataset(str(args.folder), **load)
+        # the app lists the folder and loads the cache itself: that is part of opening it
+        dataset = None if step == "open_map_page" else load_dataset(str(args.folder), **load)
         start = time.perf_counter()
-        extra = STEP_BODIES[step](dataset, args)
+        body = _select(step.removeprefix("select_")) if step.startswith("select_") else STEP_BODIES[step]
+        extra = body(dataset, args)
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), **extra}
 
@@ -196,8 +201,9 @@ def _select(method: str) -> Any:
         selection = make_selection(
             dataset, method, size=args.k, workspace=args.workspace, embedding="pixels-pca", diagnostics=False
         )
-        search = selection.manifest["info"].get("neighbor_search")  # facility location's k-NN: exact or approximate
-        return {"k": len(selection.indices), **({"neighbor_search": search} if search else {})}
+        info = selection.manifest["info"]
+        search = info.get("neighbor_search")  # the rules that need neighbours: an exact or an approximate search
+        return {"k": len(selection.indices), "info": info, **({"neighbor_search": search} if search else {})}
 
     return body
 
@@ -211,23 +217,71 @@ def _export_csv(dataset: Any, args: argparse.Namespace) -> dict[str, Any]:
     return {"csv_bytes": path.stat().st_size}
 
 
-def _map_page(dataset: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from toolkit.embedding import load_embedding
-    from toolkit.projection import load_or_compute_projection, stratified_subsample
+def _open_map_page(dataset: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from streamlit.testing.v1 import AppTest
 
-    embedding = load_embedding(dataset, workspace=args.workspace, name="pixels-pca")
-    projection = load_or_compute_projection(embedding, "pca", workspace=args.workspace)  # what the page calls
-    shown = stratified_subsample(dataset.train_labels, MAP_POINTS, seed=0)
-    return {"points": len(projection.coords), "plotted": len(shown)}
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=3600)
+    app.query_params.update(data=str(args.folder), workspace=str(args.workspace), embedding="pixels-pca", map="pca")
+    if args.image_size:
+        app.query_params["imgsize"] = str(args.image_size)
+    figures: dict[str, Any] = {}
+
+    def timed(name: str, run: Any) -> None:
+        start = time.perf_counter()
+        run()
+        figures[f"{name}_s"] = time.perf_counter() - start
+        problems = [e.value for e in app.exception] + [e.value for e in app.error]
+        if problems:
+            sys.exit(f"the app's {name.replace('_', ' ')} failed: {problems}")
+
+    timed("data_page_first", app.run)
+    timed("map_first", lambda: app.switch_page("toolkit/dashboard/embeddings.py").run())
+    timed("map_rerun", app.run)
+    trace = json.loads(next(c for c in app.get("plotly_chart") if c.proto.id.endswith("embedding_map")).proto.spec)
+    x, y = (_plotly_array(trace["data"][0][axis]) for axis in ("x", "y"))
+    (x0, x1), (y0, y1) = (np.quantile(x, [0.0, 0.5]), np.quantile(y, [0.0, 0.5]))  # lowest to median
+    lasso = {"xref": "x", "yref": "y", "x": [x0, x1, x1, x0], "y": [y0, y0, y1, y1]}
+    app.session_state["embedding_map"] = {"selection": {"points": [], "point_indices": [], "box": [], "lasso": [lasso]}}
+    timed("lasso", app.run)
+    figures["plotted"] = len(x)
+    figures["lasso_selected"] = int(app.subheader[0].value.split()[1].replace(",", ""))  # "Selected: N samples"
+    return {**figures, "seconds_are": "the sum of data_page_first_s, map_first_s, map_rerun_s and lasso_s"}
+
+
+def _plotly_array(value: Any) -> np.ndarray:
+    """A plotly JSON array: a list, or a base64 typed array ``{dtype, bdata}``."""
+    if isinstance(value, dict):
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+    return np.asarray(value)
 
 
 STEP_BODIES = {
     "embed_pixels_pca": _embed_pixels_pca,
     "embed_autoencoder": _embed_autoencoder,
-    **{f"select_{m}": _select(m) for m in ("random", "topk-activation", "k-means", "facility-location")},
     "export_csv": _export_csv,
-    "map_page": _map_page,
+    "open_map_page": _open_map_page,
 }
+
+
+def plan(args: argparse.Namespace) -> list[str]:
+    """The steps to run: every step with the chosen selectors, or (``--only-selection``) their selections alone."""
+    selects = [f"select_{method}" for method in args.selectors]
+    if args.only_selection:
+        return selects
+    return ["decode_cache", "embed_pixels_pca", "embed_autoencoder", *selects, "export_csv", "open_map_page"]
+
+
+def selector_names(text: str) -> list[str]:
+    """``--selectors``: comma-separated registry names, or ``all`` (every one but ccs, see the option's help)."""
+    from toolkit.selectors import available
+
+    names = [name for name in available() if name != "ccs"] if text == "all" else text.split(",")
+    unknown = [name for name in names if name not in available()]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown selectors {', '.join(unknown)}; choose from {', '.join(available())}"
+        )
+    return names
 
 
 def main() -> None:
@@ -241,12 +295,27 @@ def main() -> None:
     parser.add_argument("--k", type=int, help="selection size (default: 0.432 %% of N, at least 10)")
     parser.add_argument("--image-size", type=int, help="--image-size for decoding (default: 64 with --jpeg)")
     parser.add_argument("--decode-workers", type=int, help="decode processes (default: the toolkit's)")
-    parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # a step's own process
+    parser.add_argument(
+        "--selectors",
+        type=selector_names,
+        default=list(ACCEPTANCE_SELECTORS),
+        help="comma-separated selectors to time, or 'all': every registered one but ccs, which ranks by the proxy "
+        "encoder's training-dynamics scores (a training run's, not the pixels-pca embedding's); default: "
+        + ",".join(ACCEPTANCE_SELECTORS),
+    )
+    parser.add_argument(
+        "--only-selection",
+        action="store_true",
+        help="only the selections, on a --workspace where this benchmark already ran (its pixels-pca embedding)",
+    )
+    parser.add_argument("--step", help=argparse.SUPPRESS)  # a step's own process
     add_out_argument(parser, "scale")
     args = parser.parse_args()
     if args.step:  # one step, in the fresh process run_step started
         print(json.dumps(measure(args.step, args)))
         return
+    if "topk-activation" not in args.selectors and not args.only_selection:
+        parser.error("--selectors must include topk-activation: the CSV export step writes its selection")
     if args.n < SMOKE_N and not args.smoke:
         parser.error(f"--n must be at least {SMOKE_N:,} (1 %% of each class is its test split); or use --smoke")
     n = SMOKE_N if args.smoke else args.n
@@ -258,13 +327,15 @@ def main() -> None:
         args.workspace = args.workspace or Path(scratch) / "workspace"
         generated = generate(args.folder, n, jpeg=args.jpeg, seed=args.seed)
         print(f"{n:,} images in {args.folder} (generated in {generated:.1f} s)", file=sys.stderr)
-        steps = {step: run_step(step, args) for step in STEPS}
+        steps = {step: run_step(step, args) for step in plan(args)}
     peak = max(s["peak_rss_mb"] for s in steps.values())
     figures.update(
         images=n,
         format="512x384 jpeg" if args.jpeg else "32x32 png",
         image_size=args.image_size,
         k=args.k,
+        selectors=args.selectors,
+        only_selection=args.only_selection,
         decode_workers=args.decode_workers,
         cpu_count=os.cpu_count(),
         generate_s=generated,

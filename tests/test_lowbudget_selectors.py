@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from toolkit.errors import SampleSiftError
-from toolkit.selectors import class_quotas, get_selector
+from toolkit.selectors import class_quotas, get_selector, lowbudget
 from toolkit.selectors.lowbudget import (
     PURITY_GRID,
     clusters_to_keep,
@@ -153,6 +153,27 @@ def test_probcover_purity_picks_the_largest_pure_radius_on_the_grid() -> None:
     assert result.info["purity"] == 1.0 and result.info["purity_by_delta"]["0.45"] == 0.0
     assert set(result.info["purity_by_delta"]) == {f"{d:.2f}" for d in PURITY_GRID}
     assert sorted(i // 40 for i in result.indices) == [0, 1]  # one pick per cluster covers everything
+
+
+def test_probcover_purity_lowers_delta_to_the_largest_pure_radius_whose_graph_fits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # two arcs of 40 evenly spaced points on the unit circle, 1.2 rad apart: every grid radius is
+    # pure, and a ball holds more points the larger its radius
+    angles = np.concatenate([np.linspace(0.0, 0.4, 40), np.linspace(1.6, 2.0, 40)])
+    x = np.column_stack([np.cos(angles), np.sin(angles)]).astype(np.float32)
+    free = get_selector("probcover", clusters=2).select(x, 4, seed=0)
+    assert free.info["delta"] == 1.0 and "delta_lowered_from" not in free.info
+    distance = np.linalg.norm(x[:, None] - x[None], axis=2)
+    edges = {r: int((distance < r).sum()) for r in PURITY_GRID}  # every ball's exact size (self included)
+    monkeypatch.setattr(lowbudget, "MAX_EDGES", 2_000)
+    fits = max(r for r in PURITY_GRID if edges[r] <= lowbudget.EDGE_HEADROOM * 2_000)
+    assert 0.05 < fits < 0.4  # a radius the bound decides, inside the arcs' width
+    capped = get_selector("probcover", clusters=2).select(x, 4, seed=0)
+    assert capped.info["delta"] == fits and capped.info["delta_lowered_from"] == 1.0
+    assert capped.info["estimated_edges"][f"{fits:.2f}"] == edges[fits]  # 80 rows: every ball counted
+    assert capped.info["edges"] == edges[fits] and capped.info["purity"] == 1.0
+    assert len(np.unique(capped.indices)) == 4
 
 
 def test_blockwise_graph_equals_the_brute_force_graph() -> None:

@@ -27,6 +27,7 @@ from toolkit.data import load_dataset
 from toolkit.encoders import get_encoder
 from toolkit.errors import SampleSiftError
 from toolkit.images import ImageDataset, fit_square
+from toolkit.selectors import available
 from toolkit.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,19 +200,24 @@ def test_pixels_pca_beyond_its_fit_rows_fits_a_seeded_sample(digits: ImageDatase
 
 
 def test_the_scale_benchmark_runs_in_smoke_mode(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SAMPLESIFT_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "scale.py"), "--smoke", "--folder", str(tmp_path / "images")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    record = json.loads(done.stdout.strip().splitlines()[-1])
+    def bench(*options: str) -> dict:
+        command = [sys.executable, str(REPO / "bench" / "scale.py"), "--smoke", "--folder", str(tmp_path / "images")]
+        command += ["--workspace", str(tmp_path / "workspace"), *options]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "SAMPLESIFT_THREADS": "1"}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    record = bench()
     assert record["benchmark"] == "scale" and record["smoke"] is True
     steps = record["steps"]
-    for step in ("decode_cache", "embed_pixels_pca", "embed_autoencoder", "export_csv", "map_page"):
+    for step in ("decode_cache", "embed_pixels_pca", "embed_autoencoder", "export_csv", "open_map_page"):
         assert steps[step]["seconds"] >= 0 and steps[step]["peak_rss_mb"] > 0
     for method in ("random", "topk-activation", "k-means", "facility-location"):
-        assert steps[f"select_{method}"]["seconds"] >= 0
+        assert steps[f"select_{method}"]["seconds"] >= 0 and steps[f"select_{method}"]["k"] == record["k"]
+    opened = steps["open_map_page"]  # the app ran, plotted every training image and the lasso found some
+    assert opened["plotted"] == 990 and 0 < opened["lasso_selected"] < 990
+    # then every other selector on the same workspace, the selections alone
+    again = bench("--only-selection", "--selectors", "all")
+    assert again["only_selection"] and set(again["steps"]) == {f"select_{m}" for m in available() if m != "ccs"}
+    assert again["steps"]["select_probcover"]["info"]["delta_rule"] == "purity"

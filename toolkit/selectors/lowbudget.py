@@ -155,7 +155,16 @@ searches 0.2 ... 2.0 in steps of 0.2."""
 MAX_EDGES = 200_000_000
 """Largest delta-ball graph ProbCover builds: at about 10 bytes per edge while it is built (a
 32-bit index and a flag per edge, for the half graph, its mirror and their union) that is 2 GB.
-A delta whose balls hold more edges is refused with a message to choose a smaller one."""
+A given delta whose balls hold more edges is refused with a message to choose a smaller one;
+``delta="purity"`` takes the largest pure radius whose graph is estimated to fit
+(:func:`estimated_edges`)."""
+
+BALL_SAMPLE = 1_000
+"""Balls counted by :func:`estimated_edges`: a seeded sample of this many (each against all N)."""
+
+EDGE_HEADROOM = 0.8
+"""Share of :data:`MAX_EDGES` an estimated graph may fill: room for the estimate's error (a
+sample of 1,000 ball sizes), so that a radius chosen to fit is not refused once built."""
 
 
 def delta_ball_graph(
@@ -282,6 +291,27 @@ def purity_delta(
     return (max(pure_enough) if pure_enough else PURITY_GRID[0]), purity
 
 
+def estimated_edges(z: torch.Tensor, radii: list[float], seed: int) -> dict[float, float]:
+    """The delta-ball graph's edge count at each radius, estimated as N x the mean ball size of a sample.
+
+    The sample is :data:`BALL_SAMPLE` seeded rows (all rows when N is smaller), each ball
+    counted against all N rows (itself included), so the pass costs 1,000 x N x d.
+    """
+    n = z.shape[0]
+    rows = torch.randperm(n, generator=generator(z.device, seed), device=z.device)[:BALL_SAMPLE]
+    sq = squared_norms(z)
+    sizes = torch.zeros(len(radii), dtype=torch.float64, device=z.device)
+    thresholds = torch.tensor([r * r for r in radii], device=z.device)
+    step = rows_per_block(n, BLOCK_BYTES)
+    for start in range(0, len(rows), step):
+        chosen = rows[start : start + step]
+        squared = torch.addmm(sq, z[chosen], z.T, alpha=-2.0).add_(sq[chosen, None])
+        squared[torch.arange(len(chosen), device=z.device), chosen] = 0.0  # every point is in its own ball
+        for i, threshold in enumerate(thresholds):
+            sizes[i] += (squared < threshold).sum()
+    return {r: float(size) * n / len(rows) for r, size in zip(radii, sizes.tolist(), strict=True)}
+
+
 def _segments(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """The concatenated sparse rows ``rows`` (their column indices), without a Python loop."""
     starts = indptr[rows]
@@ -329,7 +359,11 @@ class ProbCover(Selector):
     ..., 1.00 for which at least ``alpha`` (0.95) of the balls are pure, i.e. all their
     points share one k-means pseudo-label, with ``clusters`` (10, the number of classes in
     the paper) clusters. Purity is measured on a seeded sample of 10,000 balls when N is
-    larger; if no radius on the grid is that pure, 0.05 is used. The relation is symmetric,
+    larger; if no radius on the grid is that pure, 0.05 is used. When that radius's graph is
+    estimated (from 1,000 seeded balls) to exceed 80 % of 200 million edges, the largest
+    smaller grid radius estimated to fit is used instead, still pure enough (a smaller ball is
+    at least as pure); ``info["delta_lowered_from"]`` and ``info["estimated_edges"]`` record
+    it. The relation is symmetric,
     so the paper's directed graph has every edge both ways: it is built in row blocks testing
     each pair once (memory O(edges), never N x N; a graph above 200 million edges is refused
     with a message) and the greedy updates the gains incrementally. The official code rescans
@@ -374,8 +408,16 @@ class ProbCover(Selector):
         info: dict[str, Any] = {}
         if delta == "purity":
             delta, purity = purity_delta(z, clusters, float(alpha), seed)
-            info["purity"] = purity[f"{delta:.2f}"]
             info["purity_by_delta"] = purity
+            if len(z) ** 2 > MAX_EDGES:  # a graph that could outgrow the bound: the largest pure radius that fits
+                smaller = [r for r in PURITY_GRID if r <= delta]
+                edges = estimated_edges(z, smaller, seed)
+                fitting = max((r for r in smaller if edges[r] <= EDGE_HEADROOM * MAX_EDGES), default=PURITY_GRID[0])
+                if fitting < delta:
+                    info["delta_lowered_from"] = delta
+                    info["estimated_edges"] = {f"{r:.2f}": edges[r] for r in smaller}
+                    delta = fitting
+            info["purity"] = purity[f"{delta:.2f}"]
         if searched_exactly(len(z)):
             graph, search = delta_ball_graph(z, float(delta)), {"search": "exact"}
         else:
