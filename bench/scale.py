@@ -125,6 +125,9 @@ def generate(folder: Path, n: int, *, jpeg: bool, seed: int) -> float:
 def run_step(step: str, args: argparse.Namespace) -> dict[str, Any]:
     """One step in a fresh process (in this one with ``--smoke``); its seconds and peak RSS, and what else it reports.
 
+    A step that fails is reported as ``{"error": its last line}`` and the run goes on; the
+    record lists the failed steps and the script exits non-zero after writing it.
+
     A smoke run checks the script, so it saves the nine interpreter starts: its peaks are then
     this process's high-water mark so far, not each step's own.
     """
@@ -136,8 +139,9 @@ def run_step(step: str, args: argparse.Namespace) -> dict[str, Any]:
         command += ["--image-size", str(args.image_size)] if args.image_size else []
         command += ["--decode-workers", str(args.decode_workers)] if args.decode_workers else []
         done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            sys.exit(f"step {step} failed:\n{done.stderr[-3000:]}")
+        if done.returncode != 0:  # recorded, and the run goes on: the record says which steps failed
+            print(f"step {step} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+            return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
         figures = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"{step:26s} {figures['seconds']:9.2f} s  peak RSS {figures['peak_rss_mb']:8.0f} MiB", file=sys.stderr)
     return figures
@@ -328,7 +332,8 @@ def main() -> None:
         generated = generate(args.folder, n, jpeg=args.jpeg, seed=args.seed)
         print(f"{n:,} images in {args.folder} (generated in {generated:.1f} s)", file=sys.stderr)
         steps = {step: run_step(step, args) for step in plan(args)}
-    peak = max(s["peak_rss_mb"] for s in steps.values())
+    failed = [step for step, figures in steps.items() if "error" in figures]
+    peak = max((s["peak_rss_mb"] for s in steps.values() if "error" not in s), default=0.0)
     figures.update(
         images=n,
         format="512x384 jpeg" if args.jpeg else "32x32 png",
@@ -343,8 +348,11 @@ def main() -> None:
         peak_rss_mb=peak,
         target_peak_rss_mb=TARGET_PEAK_RSS_MB,
         within_target=peak < TARGET_PEAK_RSS_MB,
+        failed_steps=failed,
     )
     finish(figures, args.out)
+    if failed:
+        sys.exit(f"{len(failed)} steps failed: {', '.join(failed)} (their errors are in the record)")
 
 
 if __name__ == "__main__":

@@ -154,6 +154,8 @@ def scale_statement() -> str:
     ]
     parts = []
     for path, record in sorted(records, key=lambda item: -item[1]["images"]):
+        if record.get("only_selection"):
+            continue
         steps = record["steps"]
         heaviest = max(steps, key=lambda step: steps[step]["peak_rss_mb"])
         size = f"decoded at {record['image_size']} px" if record["image_size"] else "at their native size"
@@ -178,7 +180,31 @@ def scale_statement() -> str:
             f"load average up to {max(record['load_average_start'][0], record['load_average_end'][0]):.1f}; "
             f"[`docs/bench/{path.name}`](docs/bench/{path.name}))"
         )
-    return "; ".join(parts) + "."
+    selections = [_selections_statement(path, record) for path, record in records if record.get("only_selection")]
+    return "; ".join(parts) + "." + "".join(f" {line}" for line in selections)
+
+
+def _selections_statement(path: Path, record: dict) -> str:
+    """A ``--only-selection`` record: every selector's seconds and peak, what the neighbour rules searched."""
+    timed, failed = [], []
+    for step, figures in record["steps"].items():
+        method = step.removeprefix("select_")
+        if "error" in figures:
+            failed.append(f"{method} ({figures['error']})")
+            continue
+        info, extra = figures.get("info", {}), ""
+        if "neighbor_search" in figures and figures["neighbor_search"]["search"] == "ivf":
+            extra = f", inverted-file recall {figures['neighbor_search']['recall']:.2f}"
+        if "delta_lowered_from" in info:
+            extra += f", delta {info['delta']:.2f} (lowered from {info['delta_lowered_from']:.2f} to fit its graph)"
+        timed.append(f"{method} {figures['seconds']:.1f} s ({figures['peak_rss_mb'] / 1024:.1f} GB{extra})")
+    return (
+        f"Every other selector on the same {record['images']:,} images' pixels-pca embedding, K = {record['k']:,}, "
+        f"each in a fresh process: {', '.join(timed)}"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+        + f" ([`docs/bench/{path.name}`](docs/bench/{path.name}); ccs is not among them: it ranks by the proxy "
+        "encoder's training-dynamics scores, which a pixels-pca embedding does not have)."
+    )
 
 
 def _pilot() -> tuple[pd.DataFrame, float, dict]:
