@@ -180,14 +180,16 @@ def scale_statement() -> str:
             f"load average up to {max(record['load_average_start'][0], record['load_average_end'][0]):.1f}; "
             f"[`docs/bench/{path.name}`](docs/bench/{path.name}))"
         )
-    selections = [_selections_statement(path, record) for path, record in records if record.get("only_selection")]
-    return "; ".join(parts) + "." + "".join(f" {line}" for line in selections)
+    selections = sorted((r for r in records if r[1].get("only_selection")), key=lambda item: item[1]["date"])
+    return "; ".join(parts) + "." + (f" {_selections_statement(selections)}" if selections else "")
 
 
-def _selections_statement(path: Path, record: dict) -> str:
-    """A ``--only-selection`` record: every selector's seconds and peak, what the neighbour rules searched."""
+def _selections_statement(records: list[tuple[Path, dict]]) -> str:
+    """``--only-selection`` records, oldest first: each selector's seconds and peak as the newest record measured it."""
+    newest = {step: figures for _, record in records for step, figures in record["steps"].items()}
+    record = records[-1][1]
     timed, failed = [], []
-    for step, figures in record["steps"].items():
+    for step, figures in newest.items():
         method = step.removeprefix("select_")
         if "error" in figures:
             failed.append(f"{method} ({figures['error']})")
@@ -202,8 +204,14 @@ def _selections_statement(path: Path, record: dict) -> str:
         f"Every other selector on the same {record['images']:,} images' pixels-pca embedding, K = {record['k']:,}, "
         f"each in a fresh process: {', '.join(timed)}"
         + (f"; failed: {', '.join(failed)}" if failed else "")
-        + f" ([`docs/bench/{path.name}`](docs/bench/{path.name}); ccs is not among them: it ranks by the proxy "
-        "encoder's training-dynamics scores, which a pixels-pca embedding does not have)."
+        + f" ({', '.join(f'[`docs/bench/{p.name}`](docs/bench/{p.name})' for p, _ in records)}"
+        + (
+            "; where a later record measured a selector again, after a change, the later figure is given"
+            if len(records) > 1
+            else ""
+        )
+        + "; ccs is not among them: it ranks by the proxy encoder's training-dynamics scores, which a pixels-pca "
+        "embedding does not have)."
     )
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from toolkit.errors import SampleSiftError
-from toolkit.selectors import SELECTORS, available, class_quotas, get_selector
+from toolkit.selectors import SELECTORS, available, class_quotas, dimensions, get_selector
 from toolkit.selectors.cluster import kmeans
 from toolkit.selectors.distances import knn
 from toolkit.selectors.submodular import (
@@ -241,6 +241,21 @@ def test_topk_pca_takes_both_tails_of_every_component() -> None:
     scores = centred @ vectors[:, ::-1]  # principal components, largest first
     expected = {scores[:, 0].argmax(), scores[:, 0].argmin(), scores[:, 1].argmax(), scores[:, 1].argmin()}
     assert set(result.indices.tolist()) == expected
+
+
+def test_pca_in_row_blocks_equals_the_whole_computation(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(6)
+    x = (rng.normal(size=(300, 5)) * [4.0, 3.0, 2.0, 1.0, 0.5] + 10.0).astype(np.float32)
+    whole = get_selector("topk-activation-pca").select(x, 20)
+    scores, variances = dimensions.pca_whiten(torch.from_numpy(x))
+    centred = x.astype(np.float64) - x.mean(axis=0)
+    np.testing.assert_allclose(variances.numpy(), np.linalg.eigvalsh(centred.T @ centred / 300)[::-1], rtol=1e-5)
+    np.testing.assert_allclose(scores.numpy().std(axis=0), 1.0, rtol=1e-4)  # unit variance
+    monkeypatch.setattr(dimensions, "PCA_BLOCK_ROWS", 7)  # 43 blocks, the last one short
+    blocked, _ = dimensions.pca_whiten(torch.from_numpy(x))
+    np.testing.assert_allclose(blocked.numpy(), scores.numpy(), atol=1e-4)
+    again = get_selector("topk-activation-pca").select(x, 20)
+    np.testing.assert_array_equal(again.indices, whole.indices)
 
 
 def test_topk_pairs_finds_joint_activation() -> None:

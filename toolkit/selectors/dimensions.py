@@ -23,17 +23,25 @@ from toolkit.selectors.activation import dimension_zscores, topk_per_column
 from toolkit.selectors.base import Selector
 from toolkit.selectors.distances import generator
 
+PCA_BLOCK_ROWS = 65_536
+"""Rows per block of :func:`pca_basis` and :func:`pca_whiten`: the centred data is never held
+whole (at a million rows it would be one more copy of the embedding)."""
 
-def pca_whiten(x: torch.Tensor, components: int | None = None, rtol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
-    """Principal-component scores with unit variance, (N, m), and the explained variances.
 
-    Components with variance below ``rtol`` x the largest are dropped (they carry only
-    rounding noise); ``components`` caps m. Signs follow scikit-learn's ``svd_flip``
-    convention (the largest loading of each component is positive), so the result is
-    deterministic.
+def pca_basis(x: torch.Tensor, components: int | None = None, rtol: float = 1e-6) -> tuple[torch.Tensor, ...]:
+    """The mean (1, d), the whitening map (d, m) and the explained variances (m) of the rows of ``x``.
+
+    The covariance is summed block by block in float64. Components with variance below
+    ``rtol`` x the largest are dropped (they carry only rounding noise); ``components`` caps
+    m. Signs follow scikit-learn's ``svd_flip`` convention (the largest loading of each
+    component is positive), so the result is deterministic.
     """
-    centred = x - x.mean(dim=0, keepdim=True)
-    covariance = (centred.T @ centred).double() / max(1, x.shape[0])
+    mean = x.mean(dim=0, keepdim=True)
+    covariance = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+    for start in range(0, x.shape[0], PCA_BLOCK_ROWS):
+        centred = (x[start : start + PCA_BLOCK_ROWS] - mean).double()
+        covariance.addmm_(centred.T, centred)
+    covariance /= max(1, x.shape[0])
     try:
         variances, vectors = torch.linalg.eigh(covariance)  # ascending
         variances, vectors = variances.flip(0), vectors.flip(1)
@@ -48,7 +56,16 @@ def pca_whiten(x: torch.Tensor, components: int | None = None, rtol: float = 1e-
     signs = torch.sign(vectors[largest, torch.arange(keep, device=x.device)])
     vectors = vectors * torch.where(signs == 0, torch.ones_like(signs), signs)
     scale = variances.clamp(min=torch.finfo(torch.float64).tiny).rsqrt()
-    return centred @ (vectors * scale).to(x.dtype), variances
+    return mean, (vectors * scale).to(x.dtype), variances
+
+
+def pca_whiten(x: torch.Tensor, components: int | None = None, rtol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Principal-component scores with unit variance, (N, m), and the explained variances (see :func:`pca_basis`)."""
+    mean, whitening, variances = pca_basis(x, components, rtol)
+    scores = torch.empty(x.shape[0], whitening.shape[1], dtype=x.dtype, device=x.device)
+    for start in range(0, x.shape[0], PCA_BLOCK_ROWS):
+        torch.mm(x[start : start + PCA_BLOCK_ROWS] - mean, whitening, out=scores[start : start + PCA_BLOCK_ROWS])
+    return scores, variances
 
 
 class TopKActivationPCA(Selector):
@@ -75,8 +92,16 @@ class TopKActivationPCA(Selector):
 
     def _select(self, x: torch.Tensor, k: int, seed: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
         require(self.params["tails"] in ("both", "upper"), "topk-activation-pca: tails must be 'both' or 'upper'")
-        whitened, _ = pca_whiten(x, self.params["components"])
-        columns = torch.cat([whitened, -whitened], dim=1) if self.params["tails"] == "both" else whitened
+        if self.params["tails"] == "upper":
+            columns, _ = pca_whiten(x, self.params["components"])
+        else:  # component j's upper tail in column j, its lower tail in column m + j, filled block by block
+            mean, whitening, _ = pca_basis(x, self.params["components"])
+            m = whitening.shape[1]
+            columns = torch.empty(x.shape[0], 2 * m, dtype=x.dtype, device=x.device)
+            for start in range(0, x.shape[0], PCA_BLOCK_ROWS):
+                block = columns[start : start + PCA_BLOCK_ROWS]
+                block[:, :m] = (x[start : start + PCA_BLOCK_ROWS] - mean) @ whitening
+                torch.neg(block[:, :m], out=block[:, m:])
         picked, by = topk_per_column(columns, k, seed)
         return picked, columns.max(dim=1).values, by
 
