@@ -138,7 +138,11 @@ def run_step(step: str, args: argparse.Namespace) -> dict[str, Any]:
         command += ["--workspace", str(args.workspace), "--k", str(args.k)]
         command += ["--image-size", str(args.image_size)] if args.image_size else []
         command += ["--decode-workers", str(args.decode_workers)] if args.decode_workers else []
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=args.step_timeout)
+        except subprocess.TimeoutExpired:  # the child is killed; the record says how long it was given
+            print(f"step {step} stopped after {args.step_timeout} s", file=sys.stderr)
+            return {"error": f"stopped after {args.step_timeout} s (--step-timeout)"}
         if done.returncode != 0:  # recorded, and the run goes on: the record says which steps failed
             print(f"step {step} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
             return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
@@ -312,6 +316,7 @@ def main() -> None:
         action="store_true",
         help="only the selections, on a --workspace where this benchmark already ran (its pixels-pca embedding)",
     )
+    parser.add_argument("--step-timeout", type=int, help="seconds a step may run before it is stopped and recorded so")
     parser.add_argument("--step", help=argparse.SUPPRESS)  # a step's own process
     add_out_argument(parser, "scale")
     args = parser.parse_args()
