@@ -53,6 +53,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -321,6 +322,12 @@ def main() -> None:
     add_out_argument(parser, "scale")
     args = parser.parse_args()
     if args.step:  # one step, in the fresh process run_step started
+        started = time.perf_counter()
+
+        def stopped(*_: Any) -> None:  # stopped by hand (SIGTERM): the record says so, and after how long
+            sys.exit(f"stopped from outside (SIGTERM) after {time.perf_counter() - started:.0f} s")
+
+        signal.signal(signal.SIGTERM, stopped)
         print(json.dumps(measure(args.step, args)))
         return
     if "topk-activation" not in args.selectors and not args.only_selection:
