@@ -203,7 +203,7 @@ def _selections_statement(records: list[tuple[Path, dict]]) -> str:
     return (
         f"Every other selector on the same {record['images']:,} images' pixels-pca embedding, K = {record['k']:,}, "
         f"each in a fresh process: {', '.join(timed)}"
-        + (f"; failed: {', '.join(failed)}" if failed else "")
+        + (f"; did not finish: {', '.join(failed)}" if failed else "")
         + f" ({', '.join(f'[`docs/bench/{p.name}`](docs/bench/{p.name})' for p, _ in records)}"
         + (
             "; where a later record measured a selector again, after a change, the later figure is given"

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from toolkit.errors import SampleSiftError
-from toolkit.selectors import SELECTORS, available, class_quotas, dimensions, get_selector
+from toolkit.selectors import SELECTORS, activation, available, class_quotas, dimensions, get_selector
 from toolkit.selectors.cluster import kmeans
 from toolkit.selectors.distances import knn
 from toolkit.selectors.submodular import (
@@ -241,6 +241,14 @@ def test_topk_pca_takes_both_tails_of_every_component() -> None:
     scores = centred @ vectors[:, ::-1]  # principal components, largest first
     expected = {scores[:, 0].argmax(), scores[:, 0].argmin(), scores[:, 1].argmax(), scores[:, 1].argmin()}
     assert set(result.indices.tolist()) == expected
+
+
+def test_rows_shuffled_block_by_block_equal_the_plain_gather(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = torch.from_numpy(np.random.default_rng(7).normal(size=(100, 6)).astype(np.float32))
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(activation, "SHUFFLE_BLOCK_ROWS", 7)  # 15 blocks, the last one short
+    shuffled = activation._shuffled_by_column(values, order)
+    assert shuffled.is_contiguous() and torch.equal(shuffled, values[order].T)
 
 
 def test_pca_in_row_blocks_equals_the_whole_computation(monkeypatch: pytest.MonkeyPatch) -> None:
