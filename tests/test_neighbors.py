@@ -88,6 +88,18 @@ def test_the_approximate_delta_ball_graph_of_separated_blobs_is_the_exact_one() 
     assert measured_range_recall(z, 0.3, found_half)[0] == pytest.approx(0.5, abs=0.02)
 
 
+def test_uniqueness_above_the_exact_limit_records_its_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = blobs(40, 25).numpy()
+    exact = get_selector("uniqueness").select(x, 25, seed=0)
+    monkeypatch.setattr(neighbor_search, "EXACT_MAX_ROWS", 100)
+    approximate = get_selector("uniqueness").select(x, 25, seed=0)
+    assert exact.info["neighbor_search"] == {"search": "exact"}
+    assert (
+        approximate.info["neighbor_search"]["search"] == "ivf" and approximate.info["neighbor_search"]["recall"] == 1.0
+    )
+    np.testing.assert_array_equal(approximate.indices, exact.indices)
+
+
 def test_probcover_above_the_exact_limit_records_its_search(monkeypatch: pytest.MonkeyPatch) -> None:
     x = blobs(40, 25).numpy()
     exact = get_selector("probcover", delta=0.3).select(x, 25, seed=0)

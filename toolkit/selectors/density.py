@@ -20,15 +20,15 @@ UNIQUENESS_WEIGHTS = (0.6, 0.3, 0.1)
 """FiftyOne's weights of the distances to the 1st, 2nd and 3rd nearest neighbours."""
 
 
-def uniqueness(x: torch.Tensor) -> torch.Tensor:
-    """FiftyOne-style uniqueness in [0, 1]: weighted distance to the 3 nearest neighbours / its maximum."""
-    squared, _, _ = nearest_neighbors(x, len(UNIQUENESS_WEIGHTS), exclude_self=True)
+def uniqueness(x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    """FiftyOne-style uniqueness in [0, 1] (weighted distance to the 3 nearest neighbours / its max), and the search."""
+    squared, _, search = nearest_neighbors(x, len(UNIQUENESS_WEIGHTS), exclude_self=True)
     if squared.shape[1] == 0:  # a single sample is as unique as it gets
-        return torch.ones(x.shape[0], device=x.device)
+        return torch.ones(x.shape[0], device=x.device), search
     weights = torch.tensor(UNIQUENESS_WEIGHTS[: squared.shape[1]], device=x.device)
     score = squared.sqrt() @ (weights / weights.sum())
     top = score.max()
-    return score / top if float(top) > 0 else score
+    return (score / top if float(top) > 0 else score), search
 
 
 class Uniqueness(Selector):
@@ -38,16 +38,17 @@ class Uniqueness(Selector):
     the distances to the 3 nearest neighbours weighted 0.6 / 0.3 / 0.1, normalised by the
     maximum. Exact k-NN by blocked brute force (no N x N); above 100,000 samples an inverted
     file (:mod:`toolkit.selectors.neighbors`). It favours isolated samples
-    (outliers and rare modes); no randomness. The score is the uniqueness in [0, 1].
+    (outliers and rare modes); no randomness. The score is the uniqueness in [0, 1];
+    ``info["neighbor_search"]`` records the search (and, for the inverted file, its recall).
     """
 
     name = "uniqueness"
     score_meaning = "FiftyOne uniqueness: weighted distance to the 3 nearest neighbours / its maximum"
     source = "FiftyOne brain compute_uniqueness (Voxel51)"
 
-    def _select(self, x: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, None]:
-        score = uniqueness(x)
-        return stable_top(score, k), score, None
+    def _select(self, x: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, None, dict[str, Any]]:
+        score, search = uniqueness(x)
+        return stable_top(score, k), score, None, {"neighbor_search": search}
 
 
 class Moderate(Selector):
