@@ -82,7 +82,6 @@ PRELOADED = (
 ACCEPTANCE_SELECTORS = ("random", "topk-activation", "k-means", "facility-location")
 CLASSES = 10
 TARGET_PEAK_RSS_MB = 8 * 1024
-MAP_POINTS = 20_000
 #: The fewest images that give every class a test image (1 % of each class), and the smoke run's N.
 SMOKE_N = 100 * CLASSES
 

@@ -66,10 +66,10 @@ SHUFFLE_BLOCK_ROWS = 16_384
 def _shuffled_by_column(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     """``values[order].T`` as one contiguous (n_cols, n_rows) tensor, the only copy made.
 
-    Gathering whole rows a block at a time and writing them transposed is both lighter and
-    faster than gathering the rows and then transposing the gathered copy (two copies of
-    the matrix: at a million rows x 432 columns, 1.7 GB each), or than gathering along the
-    rows of the transposed matrix (a random access per element).
+    Gathering whole rows a block at a time and writing them transposed holds one copy where
+    gathering the rows and then transposing the gathered copy holds two (at a million rows x
+    432 columns, 1.7 GB each), and reads whole rows where gathering along the rows of the
+    transposed matrix makes a random access per element.
     """
     out = torch.empty(values.shape[1], values.shape[0], dtype=values.dtype, device=values.device)
     for start in range(0, len(order), SHUFFLE_BLOCK_ROWS):
