@@ -13,8 +13,10 @@ whether the paper's baseline fits the budget:
 3. **Encoders**: one timed run of each trainable encoder's training step (``contrastive``,
    ``autoencoder``, ``proxy``; ``bench/encoder_throughput.py``'s measurement).
 4. **Selectors on CUDA tensors**: every selector picks the same samples from a CUDA tensor
-   as from the same values on the CPU (N = 2,000 x 216), then each is timed on
-   50,000 x 216 CUDA embeddings (within a time budget; the rest are listed as skipped).
+   as from the same values on the CPU (N = 2,000 x 216): identical, or at least
+   ``MIN_SHARED_PICKS`` of them shared where floating-point near-ties break another way
+   (the shares are recorded); then each is timed on 50,000 x 216 CUDA embeddings (within a
+   time budget; the rest are listed as skipped).
 5. With ``--with-tests``: ``tests/test_device_paths.py``, whose CUDA tests run only where
    CUDA is (a few minutes more; pass/fail counts and the tail of the output are recorded).
 
@@ -43,6 +45,11 @@ import numpy as np
 from benchmeta import ROOT, add_out_argument, finish, header
 
 PAPER_STEPS, PAPER_BATCH, PAPER_BUDGET_S = 10_000, 1024, 30.0
+#: The least share of the CPU's picks a selection on CUDA must make too. Greedy and iterative rules
+#: (k-center, k-means, facility location) can break a near-tie the other way when CUDA sums in
+#: another order; that alone is not a defect. Random draws made on the device, or TF32 matmuls, are:
+#: each gives other picks for the same seed.
+MIN_SHARED_PICKS = 0.95
 
 
 def cuda_facts() -> dict[str, Any]:
@@ -142,10 +149,13 @@ def selectors(args: argparse.Namespace) -> dict[str, Any]:
     x, labels, scores = data(n_same)
     k_same = round(0.0864 * n_same)
     same: dict[str, Any] = {}
+    overlap: dict[str, float] = {}  # for picks that differ: the share of the CPU's picks the GPU also made
     for name in available():
         on_cpu = pick(name, x, labels, scores, k_same)
         on_device = pick(name, torch.from_numpy(x).to(device), labels, scores, k_same)
         same[name] = bool(np.array_equal(on_cpu, on_device))
+        if not same[name]:
+            overlap[name] = round(len(np.intersect1d(on_cpu, on_device)) / k_same, 3)
     x, labels, scores = data(n_time)
     k = round(0.0864 * n_time)
     tensor = torch.from_numpy(x).to(device)
@@ -163,6 +173,7 @@ def selectors(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "same_picks_as_cpu": same,
         "all_same": all(same.values()),
+        "overlap_where_different": overlap,
         "same_n": n_same,
         "timed_n": n_time,
         "timed_k": k,
@@ -253,10 +264,17 @@ def main() -> None:
     check("selectors", lambda: selectors(args))
     if args.with_tests:
         check("device_tests", device_tests)
-    if isinstance(figures.get("selectors"), dict) and figures["selectors"].get("all_same") is False:
-        differing = [n for n, same in figures["selectors"]["same_picks_as_cpu"].items() if not same]
-        failures.append("selectors")
-        print(f"[FAILED] selectors: CUDA picks differ from CPU picks for {', '.join(differing)}")
+    if isinstance(figures.get("selectors"), dict):
+        overlap = figures["selectors"]["overlap_where_different"]
+        too_far = sorted(name for name, share in overlap.items() if share < MIN_SHARED_PICKS)
+        if too_far:
+            failures.append("selectors")
+            print(
+                f"[FAILED] selectors: CUDA picks share under {MIN_SHARED_PICKS:.0%} with the CPU's for "
+                f"{', '.join(too_far)} (a seed or precision that depends on the device)"
+            )
+        elif overlap:
+            print(f"selectors: near-tie differences from the CPU's picks (shared share): {overlap}")
 
     runs = [figures.get(k) for k in ("classifier_bf16_eager", "classifier_bf16_compiled")]
     rates = [r["images_per_s"] for r in runs if isinstance(r, dict) and "images_per_s" in r]

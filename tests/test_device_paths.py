@@ -178,3 +178,29 @@ def test_selectors_on_cuda_tensors_pick_what_cpu_picks(
     x, labels, scores = points
     on_gpu = torch.from_numpy(x).cuda()
     np.testing.assert_array_equal(_select(name, on_gpu, labels, scores), _select(name, x, labels, scores))
+
+
+def test_selectors_compute_at_full_float32_whatever_training_set(
+    points: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training on CUDA turns TF32 matmuls on (configure_cuda); a selection must not run in TF32,
+    or its picks on a GPU would differ from the same selection on a CPU (seen on an H200)."""
+    from toolkit.selectors.geometry import KCenterGreedy
+
+    seen: list[str] = []
+    original = KCenterGreedy._select
+
+    def spy(self: KCenterGreedy, x: torch.Tensor, k: int, seed: int) -> tuple:
+        seen.append(torch.get_float32_matmul_precision())
+        return original(self, x, k, seed)
+
+    monkeypatch.setattr(KCenterGreedy, "_select", spy)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        x, labels, scores = points
+        _select("k-center", x, labels, scores, balanced=True)
+        assert seen and set(seen) == {"highest"}
+        assert torch.get_float32_matmul_precision() == "high"  # restored for the training that set it
+    finally:
+        torch.set_float32_matmul_precision(before)

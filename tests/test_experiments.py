@@ -706,6 +706,27 @@ def test_sweeps_without_an_embedding_axis_name_their_selections_as_before(
         assert run.selection_name == f"{run.method}-k100-seed0-{digest}"  # the formula before the embedding axis
 
 
+def test_a_sweep_whose_selections_exist_plans_from_the_manifests_alone(
+    embedding_sweep: SweepResult, two_embeddings: tuple[Path, ImageDataset], tmp_path: Path
+) -> None:
+    """Planning reads no embedding vectors: a copy of the workspace without them (all that a GPU
+    machine is sent) still matches every run; making a missing selection still needs the vectors."""
+    import shutil
+
+    workspace, digits = two_embeddings
+    copy = tmp_path / "ws"
+    shutil.copytree(workspace, copy)
+    removed = list(copy.rglob("embeddings.npy"))
+    assert len(removed) == 2
+    for path in removed:
+        path.unlink()
+    plan = plan_sweep(embedding_spec(), digits, workspace=copy)
+    assert plan.counts()["finished"] == len(embedding_sweep.table) == 8
+    more = replace(embedding_spec(), grids=(replace(embedding_spec().grids[0], seeds=(0, 1, 5)),))
+    with pytest.raises(SampleSiftError, match="cannot be read"):
+        plan_sweep(more, digits, workspace=copy).prepare()
+
+
 def test_a_report_writes_the_finished_runs_and_says_what_is_missing(
     embedding_sweep: SweepResult, two_embeddings: tuple[Path, ImageDataset], tmp_path: Path
 ) -> None:

@@ -72,6 +72,21 @@ def configure_cuda() -> None:
     torch.set_float32_matmul_precision("high")
 
 
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """Full float32 matmuls inside (no TF32), whatever :func:`configure_cuda` set for training.
+
+    Selections rank near-equal distances; at TF32's 10-bit mantissa a CUDA selection would
+    differ from the same selection on a CPU.
+    """
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

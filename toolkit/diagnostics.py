@@ -132,7 +132,7 @@ class SelectionDiagnostics:
         others = max(1, neighbors - 1)
         if self.n < 2:
             return 1.0
-        rows = torch.randperm(self.n, generator=generator(self.x.device, seed), device=self.x.device)
+        rows = torch.randperm(self.n, generator=generator(seed)).to(self.x.device)
         distances = knn_of(self.x, rows[:BANDWIDTH_SAMPLE], others)
         value = float(distances[:, -1].median())
         return value if value > 0 else 1.0

@@ -313,14 +313,16 @@ def embedding_table(dataset: ImageDataset, *, workspace: Workspace | str | Path 
     return pd.DataFrame(rows, columns=EMBEDDING_COLUMNS)
 
 
-def load_embedding(
+def load_embedding_manifest(
     dataset: ImageDataset, *, workspace: Workspace | str | Path | None = None, name: str | None = None
-) -> Embedding:
-    """The embedding ``name`` of ``dataset`` (default: the newest), verified.
+) -> tuple[Path, dict[str, Any]]:
+    """The folder and manifest of embedding ``name`` of ``dataset`` (default: the newest), without its vectors.
+
+    What planning needs (name, encoder, fingerprints): the manifest is checked to be whole and
+    made on this data; the vectors are read and verified only by :func:`load_embedding`.
 
     Raises:
-        SampleSiftError: there is none, it was made on other data, or its files do not match
-            their recorded fingerprints.
+        SampleSiftError: there is none, it was made on other data, or its manifest is damaged.
     """
     ws = as_workspace(workspace)
     make = f"`samplesift embed {' '.join(dataset.cli_arguments())}`"
@@ -348,6 +350,19 @@ def load_embedding(
         manifest["dataset"].get("fingerprint") == dataset.fingerprint,
         f"embedding {name!r} in {folder} was made on other data; remake it with {make}",
     )
+    return folder, manifest
+
+
+def load_embedding(
+    dataset: ImageDataset, *, workspace: Workspace | str | Path | None = None, name: str | None = None
+) -> Embedding:
+    """The embedding ``name`` of ``dataset`` (default: the newest), verified.
+
+    Raises:
+        SampleSiftError: there is none, it was made on other data, or its files do not match
+            their recorded fingerprints.
+    """
+    folder, manifest = load_embedding_manifest(dataset, workspace=workspace, name=name)
     embedding = Embedding(folder, manifest, np.zeros((0, 0), np.float32))
     vectors = _read_npy(folder / "embeddings.npy", manifest["embedding_fingerprint"], embedding.hint)
     require(

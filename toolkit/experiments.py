@@ -58,7 +58,7 @@ import pandas as pd
 from toolkit.artifacts import atomic_write_json, atomic_write_text, fingerprint_bytes, pid_alive, to_jsonable
 from toolkit.cluster import import_ray, ray_session
 from toolkit.data import ImageDataset, load_dataset
-from toolkit.embedding import load_embedding
+from toolkit.embedding import load_embedding_manifest
 from toolkit.errors import SampleSiftError, require, terminate_as_interrupt
 from toolkit.results import (
     EQUAL_STEPS,
@@ -632,13 +632,16 @@ class EmbeddingRef:
 
 
 def embedding_ref(dataset: ImageDataset, ws: Workspace, name: str | None) -> EmbeddingRef:
-    """The embedding ``name`` of ``dataset`` (default: the newest), verified, as an :class:`EmbeddingRef`."""
-    embedding = load_embedding(dataset, workspace=ws, name=name)
-    m = embedding.manifest
+    """The embedding ``name`` of ``dataset`` (default: the newest) as an :class:`EmbeddingRef`.
+
+    Reads the manifest alone: a plan needs the fingerprints, and a sweep whose selections are
+    already made never reads the vectors (they are read and verified when a selection is made).
+    """
+    _, m = load_embedding_manifest(dataset, workspace=ws, name=name)
     return EmbeddingRef(
-        embedding.name,
-        embedding.encoder,
-        embedding.fingerprint,
+        str(m["name"]),
+        str(m["encoder"]),
+        str(m["embedding_fingerprint"]),
         tuple(m.get("scores") or ()),
         m.get("scores_fingerprint"),
     )

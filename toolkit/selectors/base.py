@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from toolkit.device import exact_float32
 from toolkit.errors import SampleSiftError, require
 
 
@@ -331,11 +332,12 @@ class Selector:
             return np.zeros(0, np.int64), np.zeros(len(members)), np.zeros(0, np.int64), {}
         whole = len(members) == x.shape[0]
         pool = x if whole else x[torch.as_tensor(members, device=x.device)]
-        if self.needs_sample_scores:
-            pool_columns = columns if whole else {name: values[members] for name, values in columns.items()}
-            indices, scores, picked_by, *rest = self._select_with_scores(pool, k, seed, pool_columns)
-        else:
-            indices, scores, picked_by, *rest = self._select(pool, k, seed)
+        with exact_float32():
+            if self.needs_sample_scores:
+                pool_columns = columns if whole else {name: values[members] for name, values in columns.items()}
+                indices, scores, picked_by, *rest = self._select_with_scores(pool, k, seed, pool_columns)
+            else:
+                indices, scores, picked_by, *rest = self._select(pool, k, seed)
         return (
             _to_numpy(indices).astype(np.int64),
             _to_numpy(scores).astype(np.float64),

@@ -72,10 +72,10 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, seed: int, dim: int = 32) -> torch
     projection to ``dim`` dimensions, so the k sequential steps cost k x N x ``dim``.
     """
     z = random_projection(x, dim, seed)
-    gen = generator(x.device, seed)
+    gen = generator(seed)
     distances_to = DistancesToRow(z)
     chosen = torch.empty(k, dtype=torch.long, device=x.device)
-    chosen[:1] = torch.randint(x.shape[0], (1,), generator=gen, device=x.device)
+    chosen[:1] = torch.randint(x.shape[0], (1,), generator=gen).to(x.device)
     nearest_sq = distances_to(chosen[:1]).clone()
     last = x.shape[0] - 1
     with sequential_loop(x.device):
@@ -83,7 +83,7 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, seed: int, dim: int = 32) -> torch
             nearest_sq.index_fill_(0, chosen[step - 1 : step], 0.0)  # rounding must not revive a centre
             # inverse-CDF draw (15x faster than torch.multinomial on this CPU); zero weights are never hit
             cumulative = torch.cumsum(nearest_sq, 0, dtype=torch.float64)
-            target = torch.rand(1, generator=gen, device=x.device, dtype=torch.float64) * cumulative[-1]
+            target = torch.rand(1, generator=gen, dtype=torch.float64).to(x.device) * cumulative[-1]
             chosen[step : step + 1] = torch.searchsorted(cumulative, target, right=True).clamp_(max=last)
             torch.minimum(nearest_sq, distances_to(chosen[step : step + 1]), out=nearest_sq)
     return chosen
@@ -157,7 +157,7 @@ def kmeans(
     require(1 <= k <= n, f"k-means needs 1 <= k <= N, got k = {k} for N = {n}")
     train = x
     if n > k * max_points_per_centroid:
-        keep = torch.randperm(n, generator=generator(x.device, seed), device=x.device)[: k * max_points_per_centroid]
+        keep = torch.randperm(n, generator=generator(seed))[: k * max_points_per_centroid].to(x.device)
         train = x[keep]
     centroids = train[kmeans_plus_plus(train, k, seed)].clone()
     width = max(1, min(candidates, k))

@@ -205,7 +205,7 @@ class StratifiedDimension(Selector):
         n, dims = x.shape
         strata = int(self.params["strata"] or max(1, k // dims))
         require(strata >= 1, f"stratified-dimension: strata must be positive, got {strata}")
-        gen = generator(x.device, seed)
+        gen = generator(seed)
         priority = torch.empty(n, dims, dtype=torch.long, device=x.device)
         rarity = torch.zeros(n, device=x.device)
         for start in range(0, dims, self.column_block):  # bounded temporaries: a few columns at a time
@@ -230,7 +230,7 @@ def _stratified_priority(x: torch.Tensor, strata: int, gen: torch.Generator) -> 
     population = torch.zeros(dims, strata, device=x.device).scatter_add_(
         1, stratum.T, torch.ones(dims, n, device=x.device)
     )  # (dims, strata)
-    noise = torch.rand(n, dims, generator=gen, device=x.device, dtype=torch.float64)
+    noise = torch.rand(n, dims, generator=gen, dtype=torch.float64).to(x.device)
     order = torch.argsort(stratum.double() + noise, dim=0)
     sorted_stratum = stratum.gather(0, order)
     first_of_bin = torch.cumsum(population, dim=1) - population  # rows before each bin

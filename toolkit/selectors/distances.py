@@ -44,9 +44,13 @@ def rows_per_block(columns: int, budget_bytes: int = BLOCK_BYTES) -> int:
     return max(1, budget_bytes // (4 * max(1, columns)))
 
 
-def generator(device: torch.device, seed: int) -> torch.Generator:
-    """A torch generator on ``device`` seeded with ``seed`` (random draws stay on the device)."""
-    return torch.Generator(device=device).manual_seed(int(seed))
+def generator(seed: int) -> torch.Generator:
+    """A CPU torch generator seeded with ``seed``.
+
+    Draws are made on the CPU and moved to the embeddings' device: CUDA's generator gives
+    other numbers for the same seed, and a seed must pick the same samples on any device.
+    """
+    return torch.Generator().manual_seed(int(seed))
 
 
 def squared_norms(x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +67,7 @@ def random_projection(x: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
     """
     if x.shape[1] <= dim:
         return x
-    matrix = torch.randn(x.shape[1], dim, generator=generator(x.device, seed), device=x.device)
+    matrix = torch.randn(x.shape[1], dim, generator=generator(seed)).to(x.device)
     return (x @ matrix).mul_(dim**-0.5)
 
 

@@ -282,7 +282,7 @@ def purity_delta(
     n = z.shape[0]
     labels = kmeans(z, min(clusters, n), iterations=iterations, seed=seed, max_points_per_centroid=n).assignment
     if n > PURITY_SAMPLE:
-        rows = torch.randperm(n, generator=generator(z.device, seed), device=z.device)[:PURITY_SAMPLE]
+        rows = torch.randperm(n, generator=generator(seed))[:PURITY_SAMPLE].to(z.device)
     else:
         rows = torch.arange(n, device=z.device)
     other = distance_to_other_label(z, labels, rows).cpu().numpy()
@@ -298,7 +298,7 @@ def estimated_edges(z: torch.Tensor, radii: list[float], seed: int) -> dict[floa
     counted against all N rows (itself included), so the pass costs 1,000 x N x d.
     """
     n = z.shape[0]
-    rows = torch.randperm(n, generator=generator(z.device, seed), device=z.device)[:BALL_SAMPLE]
+    rows = torch.randperm(n, generator=generator(seed))[:BALL_SAMPLE].to(z.device)
     sq = squared_norms(z)
     sizes = torch.zeros(len(radii), dtype=torch.float64, device=z.device)
     thresholds = torch.tensor([r * r for r in radii], device=z.device)

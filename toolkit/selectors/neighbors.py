@@ -211,7 +211,7 @@ def measured_recall(
     n, k = index.shape
     if not k:
         return 1.0, 0
-    rows = torch.randperm(n, generator=generator(x.device, SEED), device=x.device)[: min(sample, n)]
+    rows = torch.randperm(n, generator=generator(SEED))[: min(sample, n)].to(x.device)
     sq = squared_norms(x)
     hits = 0
     step = rows_per_block(n)
@@ -234,7 +234,7 @@ def measured_range_recall(
     within ``radius`` of row i; the sampled rows are counted exactly against all rows.
     """
     n = x.shape[0]
-    rows = torch.randperm(n, generator=generator(x.device, SEED), device=x.device)[: min(sample, n)]
+    rows = torch.randperm(n, generator=generator(SEED))[: min(sample, n)].to(x.device)
     sq = squared_norms(x)
     threshold = float(radius) ** 2
     exact = 0
