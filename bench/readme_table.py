@@ -113,11 +113,39 @@ def encoder_throughput(r: dict[str, Any]) -> tuple[str, str]:
     return what, "; ".join(parts)
 
 
+def gpu_check(r: dict[str, Any]) -> tuple[str, str]:
+    cuda, selectors = r.get("cuda") or {"name": "the CPU (smoke)", "cuda_version": "none"}, r["selectors"]
+    tests = r.get("device_tests", {}).get("summary", "not run (--with-tests)")
+    what = (
+        f"the GPU check on {cuda['name']} (CUDA {cuda['cuda_version']}, torch {r['versions']['torch']}): the "
+        "classifier in bf16 eager and compiled, batch 1,024, warm-up and compilation excluded; each encoder's "
+        f"training step; every selector on CUDA against the CPU (N = {selectors['same_n']:,}), then timed at "
+        f"{selectors['timed_n']:,} x 216, K = {selectors['timed_k']:,}; tests/test_device_paths.py"
+    )
+    eager, compiled = r["classifier_bf16_eager"], r["classifier_bf16_compiled"]
+    same = [name for name, equal in selectors["same_picks_as_cpu"].items() if equal]
+    near = ", ".join(f"{name} {share:.1%}" for name, share in selectors["overlap_where_different"].items())
+    slowest = max(selectors["seconds"].items(), key=lambda item: item[1])
+    fits = "fits" if r["paper_baseline_fits_30s"] else "does not fit"
+    measured = (
+        f"{'all checks passed' if not r['failures'] else 'FAILED: ' + ', '.join(r['failures'])}; classifier "
+        f"{eager['images_per_s']:,.0f} img/s eager, {compiled['images_per_s']:,.0f} compiled (compiling took "
+        f"{compiled['warmup_and_compile_s']:.1f} s); the paper's baseline (10,000 steps of 1,024) ~"
+        f"{r['paper_baseline_estimate_s']:.1f} s at the better rate: it {fits} in 30 s; encoders "
+        + ", ".join(f"{name} {e['images_per_s']:,.0f} img/s" for name, e in r["encoders"].items())
+        + f"; selectors: {len(same)} of {len(selectors['same_picks_as_cpu'])} pick exactly what the CPU picks, the "
+        f"others share {near} of the CPU's picks (floating-point near-ties); slowest at 50,000: {slowest[0]} "
+        f"{slowest[1]:.1f} s; device tests: {tests.split(' in ')[0]}"
+    )
+    return what, measured
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
     "train_throughput": train_throughput,
     "data_cache": data_cache,
     "selector_speed": selector_speed,
     "encoder_throughput": encoder_throughput,
+    "gpu_check": gpu_check,
 }
 
 

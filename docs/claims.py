@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from scipy.stats import spearmanr
+from scipy.stats import spearmanr, t
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: The diagnostics of docs/selectors.md's pilot table (one seed, 100 steps of 128, K = 4,320).
@@ -27,6 +27,8 @@ CONVERGED_PILOT = RESULTS / "converged-pilot"
 
 #: The cpu-converged final grid's report (``... --part final --pairs ... --report``).
 CONVERGED_FINAL = RESULTS / "converged-final"
+#: The same grid's runs made on this 2-core CPU (partial), the cross-device check.
+CONVERGED_FINAL_CPU = RESULTS / "converged-final-cpu"
 #: Issue 12's goal at 100/0: a pair above random-balanced by this many points (K -> points), interval above zero.
 GAIN_GOALS = {200: 6.0, 1000: 4.0, 4320: 3.0}
 
@@ -257,13 +259,25 @@ def pilot_statement() -> str:
     )
 
 
+def _ran_on(folder: Path) -> str:
+    """Where a report's runs ran and at what precision, from its results.csv and spec.json."""
+    names = sorted(pd.read_csv(folder / "results.csv")["device_name"].dropna().unique())
+    precision = json.loads((folder / "spec.json").read_text())["train"]["precision"]
+    return f"{' and '.join(names)}, precision {precision}"
+
+
 def final_statement(folder: Path = CONVERGED_FINAL) -> str:
     """How far the final grid is, and at each budget the best pair's paired gain at 100/0 against the goal."""
     if not (folder / "progress.json").is_file():
         return "No run of the final grid has finished yet."
     progress = json.loads((folder / "progress.json").read_text())
-    text = f"{progress['finished']} of the final grid's {progress['planned']} runs have finished" + (
-        " (partial: the rest run in later sessions; `progress.json` lists them)." if progress["partial"] else "."
+    where = f" (on {_ran_on(folder)})" if (folder / "results.csv").is_file() else ""
+    done = progress["finished"] == progress["planned"]
+    text = (
+        f"All {progress['planned']} of the final grid's runs have finished{where}."
+        if done
+        else f"{progress['finished']} of the final grid's {progress['planned']} runs have finished{where}"
+        + " (partial: the rest run in later sessions; `progress.json` lists them)."
     )
     paired = pd.read_csv(folder / "paired.csv")
     paired = paired[(paired["split"] == 1.0) & (paired["n"] > 0) & paired["embedding"].notna()]
@@ -279,18 +293,151 @@ def final_statement(folder: Path = CONVERGED_FINAL) -> str:
             verdict = "one seed, no interval yet"
         else:
             low, high = 100 * best["ci_low"], 100 * best["ci_high"]
-            met = best["ci_above_zero"] and gain >= goal
-            verdict = f"95 % interval [{low:+.2f}, {high:+.2f}]; goal +{goal:g}: {'met' if met else 'not met'}"
+            if best["ci_above_zero"] and gain >= goal:
+                outcome = "met"
+            elif gain >= goal:
+                outcome = "not met: the interval includes zero"
+            else:
+                outcome = f"not met, {goal - gain:.2f} points short" + (
+                    "" if best["ci_above_zero"] else "; the interval includes zero"
+                )
+            verdict = f"95 % interval [{low:+.2f}, {high:+.2f}]; goal +{goal:g}: {outcome}"
         parts.append(
             f"K = {size:,}: best {best['embedding']}:{best['selector']} {gain:+.2f} points (n = {best['n']}, {verdict})"
         )
     return text + " At 100/0 against random-balanced, paired by seed: " + "; ".join(parts) + "."
 
 
+def paper_rule_statement(folder: Path = CONVERGED_FINAL) -> str:
+    """Where the paper's rule (top-k activation on the autoencoder) stands against random-balanced at 100/0."""
+    paired = pd.read_csv(folder / "paired.csv")
+    rule = paired[
+        (paired["selector"] == "topk-activation") & (paired["embedding"] == "autoencoder") & (paired["split"] == 1.0)
+    ].sort_values("size")
+    below = rule["ci_high"] < 0
+    cells = "; ".join(
+        f"K = {int(row.size):,}: {100 * row.mean_diff:+.2f} points [{100 * row.ci_low:+.2f}, {100 * row.ci_high:+.2f}]"
+        for row in rule.itertuples()
+    )
+    where = "at every budget" if below.all() else f"at {int(below.sum())} of {len(rule)} budgets"
+    return (
+        f"The paper's rule, top-k activation on the autoencoder, is below random-balanced {where} at 100/0, "
+        f"its whole 95 % interval below zero there ({cells})."
+        if below.any()
+        else f"The paper's rule, top-k activation on the autoencoder, against random-balanced at 100/0: {cells}."
+    )
+
+
+def final_run_time_statement(folder: Path = CONVERGED_FINAL) -> str:
+    """How long the final grid's runs took where they ran (results.csv: training time and finishing times)."""
+    runs = pd.read_csv(folder / "results.csv")
+    finished = pd.to_datetime(runs["finished"])
+    span = (finished.max() - finished.min()).total_seconds()
+    return (
+        f"On {_ran_on(folder)}, the {len(runs)} runs finished within {span:.0f} s of one another, first to last; a "
+        f"run's training took a median {runs['wall_time_s'].median():.1f} s (warm-up excluded; from "
+        f"{runs['wall_time_s'].min():.1f} to {runs['wall_time_s'].max():.1f} s, as many ran at once), plus a median "
+        f"{runs['eval_time_s'].median():.1f} s of evaluations."
+    )
+
+
+def cpu_run_time_statement(pilot: Path = CONVERGED_PILOT, final: Path = CONVERGED_FINAL_CPU) -> str:
+    """What a 1,500-step run took on this 2-core CPU (two at a time), and what the pilot and final grid need."""
+    parts = []
+    for name, folder in (("pilot", pilot), ("final grid", final)):
+        runs = pd.read_csv(folder / "results.csv")
+        planned = json.loads((folder / "progress.json").read_text())["planned"]
+        median = runs["wall_time_s"].median()
+        parts.append(
+            f"the {name}'s {len(runs)} CPU runs took a median {median / 60:.1f} minutes of training each, so its "
+            f"{planned} runs need about {planned * median / 2 / 3600:.0f} hours"
+        )
+    return (
+        "on this 2-core CPU with `--workers 2` (warm-up excluded, loading and evaluation not counted; a machine "
+        "shared with other work makes it longer), " + "; ".join(parts) + "."
+    )
+
+
+def final_gain_table(folder: Path = CONVERGED_FINAL) -> str:
+    """The final grid's gain table (gain.csv): each pair minus random-balanced, same seed, per budget and split."""
+    gains = pd.read_csv(folder / "gain.csv")
+    cells = [c for c in gains.columns if c.startswith("K=")]
+    lines = [
+        "| pair | mean gain | " + " | ".join(c.replace("K=", "K = ") for c in cells) + " |",
+        "|---" * (len(cells) + 2) + "|",
+    ]
+    for _, row in gains.iterrows():
+        values = " | ".join(str(row[c]) for c in cells)
+        lines.append(f"| {row['pair']} | {row['mean_gain']:+.2f} | {values} |")
+    return "\n".join(lines)
+
+
+def time_to_accuracy_statement(folder: Path = CONVERGED_FINAL) -> str:
+    """The race to the full-data run's half-way accuracy (time_to_accuracy.csv): who gets there in fewer steps."""
+    race = pd.read_csv(folder / "time_to_accuracy.csv")
+    full = race[race["series"] == "full-data"].iloc[0]
+    subsets = race[race["series"] != "full-data"]
+    faster = subsets[subsets["step_ratio"] < 1].sort_values("step_ratio")
+    never = subsets[subsets["reached"] == 0]
+    slower = len(subsets) - len(faster) - len(never)
+    listed = "; ".join(
+        f"{row.series} K = {int(row.size):,} at {_split_name(row.split)} ({row.mean_steps:.0f} steps, "
+        f"{row.reached} of {row.runs} runs)"
+        for row in faster.itertuples()
+    )
+    where_never = sorted({_split_name(split) for split in never["split"]})
+    return (
+        f"The full-data runs reached {100 * full['target']:.2f} % (their mean accuracy at step "
+        f"{int(full['steps_planned']) // 2:,}) after {full['mean_steps']:.0f} steps on average (evaluations every "
+        f"250 steps). Of the {len(subsets)} subset-first configurations, "
+        + (f"{len(faster)} got there in fewer steps: {listed}" if len(faster) else "none got there in fewer steps")
+        + f"; {slower} took as many steps or more, and {len(never)} never reached it"
+        + (f" (all at {', '.join(where_never)})." if len(never) else ".")
+    )
+
+
+def _split_name(split: float) -> str:
+    return "100/0" if split == 1.0 else f"{round(100 * split)}/{round(100 * (1 - split))}"
+
+
+def device_check_statement(gpu: Path = CONVERGED_FINAL, cpu: Path = CONVERGED_FINAL_CPU) -> str:
+    """The final grid's runs made on both devices: how far the H200's accuracy is from the CPU's, run by run."""
+    keys = ["selector", "embedding", "size", "split", "seed"]
+    tables = [pd.read_csv(folder / "results.csv").fillna({"embedding": "", "size": 0}) for folder in (cpu, gpu)]
+    both = tables[0].merge(tables[1], on=keys, suffixes=("_cpu", "_gpu"))
+    difference = 100 * (both["test_accuracy_gpu"] - both["test_accuracy_cpu"])
+    half = t.ppf(0.975, len(difference) - 1) * difference.std() / len(difference) ** 0.5
+    widest = both.loc[difference.abs().idxmax()]
+    seeds = tables[1].groupby(["selector", "embedding", "size", "split"])["test_accuracy"].std().mul(100)
+    return (
+        f"{len(tables[0])} runs of the same grid also finished on this 2-core CPU ({_ran_on(cpu)}; "
+        f"[`results/converged-final-cpu/`](results/converged-final-cpu/), partial); each has its twin on the "
+        f"GPU (same selection, seed and schedule). GPU minus CPU, run by run: mean {difference.mean():+.2f} points "
+        f"(95 % interval [{difference.mean() - half:+.2f}, {difference.mean() + half:+.2f}]), standard deviation "
+        f"{difference.std():.2f}, from {difference.min():+.2f} to {difference.max():+.2f} (the widest: "
+        f"{widest['selector']} K = {int(widest['size']):,} seed {int(widest['seed'])}). For comparison, the runs of "
+        f"one cell of the GPU grid differ across seeds by a median standard deviation of {seeds.median():.2f} points "
+        f"(at most {seeds.max():.2f}). The CPU runs took a median {tables[0]['wall_time_s'].median():.0f} s of "
+        "training each, two at a time."
+    )
+
+
 STATEMENTS = {
     "docs/selectors.md": (diagnostic_statement, selector_speed_statement),
-    "docs/results.md": (diagnostic_statement, extra_steps_statement, pilot_table, pilot_statement, final_statement),
-    "README.md": (pilot_statement, scale_statement),
+    "docs/results.md": (
+        diagnostic_statement,
+        extra_steps_statement,
+        pilot_table,
+        pilot_statement,
+        final_statement,
+        paper_rule_statement,
+        final_gain_table,
+        final_run_time_statement,
+        cpu_run_time_statement,
+        time_to_accuracy_statement,
+        device_check_statement,
+    ),
+    "README.md": (final_statement, paper_rule_statement, scale_statement),
 }
 
 

@@ -121,6 +121,7 @@ def smoke_records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[st
         "data_cache": start_script(
             "data_cache.py", "--quick", "--data", str(folder), "--repeats", "1", "--out", str(out)
         ),
+        "gpu_check": start_script("gpu_check.py", "--smoke"),
     }
     records = {name: record_of(process) for name, process in started.items()}
     assert json.loads(out.read_text()) == records["data_cache"]

@@ -110,5 +110,15 @@ def test_the_final_statement_reads_the_paired_gains_against_the_goals(tmp_path: 
     assert said.startswith("9 of the final grid's 137 runs have finished (partial")
     best = "best contrastive:typiclust+balanced"
     assert f"K = 200: {best} +7.10 points (n = 5, 95 % interval [+1.20, +13.00]; goal +6: met)" in said
-    assert f"K = 1,000: {best} +4.50 points (n = 3, 95 % interval [-1.00, +10.00]; goal +4: not met)" in said
+    assert (
+        f"K = 1,000: {best} +4.50 points (n = 3, 95 % interval [-1.00, +10.00]; goal +4: not met: the interval "
+        "includes zero)" in said
+    )
     assert "K = 4,320: no pair has a random-balanced run of the same seed yet" in said
+    short = pd.DataFrame([("c", "k-means+balanced", 4320, 1.0, 3, 0.021, 0.001, 0.04, True)], columns=columns)
+    short.to_csv(tmp_path / "paired.csv", index=False)
+    said = claims.final_statement(tmp_path)
+    assert (
+        "K = 4,320: best c:k-means+balanced +2.10 points (n = 3, 95 % interval [+0.10, +4.00]; goal +3: not met, "
+        "0.90 points short)" in said
+    )

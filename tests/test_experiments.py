@@ -717,7 +717,7 @@ def test_a_sweep_whose_selections_exist_plans_from_the_manifests_alone(
     copy = tmp_path / "ws"
     shutil.copytree(workspace, copy)
     removed = list(copy.rglob("embeddings.npy"))
-    assert len(removed) == 2
+    assert len(removed) >= 2  # pixels-pca and the autoencoder (other tests of this module may add more)
     for path in removed:
         path.unlink()
     plan = plan_sweep(embedding_spec(), digits, workspace=copy)

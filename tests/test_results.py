@@ -223,6 +223,19 @@ def test_learning_curve_and_gain_figures_draw_those_numbers() -> None:
     assert "random-balanced" in gains.layout.title.text and "400 steps of 128" in gains.layout.annotations[0].text
 
 
+def test_a_figure_says_where_its_runs_ran() -> None:
+    from toolkit.viz.results import stamp_hardware
+
+    table = _budgets_table()
+    plain = learning_curve_figure(table)
+    assert stamp_hardware(plain, table.drop(columns=["device_name"], errors="ignore")).layout.title.text == (
+        learning_curve_figure(table).layout.title.text
+    )  # nothing recorded: nothing added
+    mixed = table.assign(device_name=["NVIDIA H200" if i % 2 else "cpu (1 threads)" for i in range(len(table))])
+    title = stamp_hardware(learning_curve_figure(mixed), mixed).layout.title.text
+    assert title.endswith("<br><sup>runs on NVIDIA H200 and cpu (1 threads)</sup>")
+
+
 def test_selection_gain_pairs_a_selection_runs_with_the_baseline() -> None:
     rows = [_row("random-balanced", seed, base) for seed, base in enumerate([0.10, 0.20, 0.30])]
     rows += [_row("k-means", seed, acc) for seed, acc in enumerate([0.12, 0.23, 0.34])]  # +2, +3, +4 points

@@ -37,11 +37,11 @@ Presets (options below override them):
                   100/0; random, random-balanced, full data, autoencoder:topk-activation and the
                   --pairs you pick from the pilot: 22 x (P + 2) + 5 runs for P pairs
                   (71 with topk-activation alone, 137 with three pairs added).
-    Make the four embeddings first (samplesift embed --encoder NAME, one per encoder). Run time, an
-    estimate: a 1,500-step run is about 4-6 minutes of one core here plus about a minute to load and
-    evaluate, so with --workers 2 the pilot takes about 1.5-2 hours and the final grid with three pairs
-    about 6-8 hours on this 2-core CPU (longer when it is shared). Outputs: results, summary, paired
-    (vs random-balanced) and gain tables, Fig. 5, the learning curve and the gain over random.
+    Make the four embeddings first (samplesift embed --encoder NAME, one per encoder). Run time on a
+    2-core CPU with --workers 2: a 1,500-step run takes 11-13 minutes (medians measured here), so the
+    pilot about 3 hours and the final grid with three pairs about 13; on one H200 GPU (--device cuda
+    --workers 12) the final grid took about 3 minutes (docs/results.md). Outputs: results, summary,
+    paired (vs random-balanced) and gain tables, Fig. 5, the learning curve and the gain over random.
 """
 
 

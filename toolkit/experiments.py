@@ -369,10 +369,8 @@ def preset_sweep(
       (topk-activation counted), i.e. **71 runs** with no pair added and **137** with three.
 
     The four embeddings must exist under those names (``samplesift embed --encoder NAME``
-    names each after its encoder). Run time, an estimate (not measured end to end): a
-    1,500-step run of batch 128 takes about 4-6 minutes of one core here, plus about a minute
-    to load and evaluate; with ``--workers 2`` the pilot takes about 1.5-2 hours and the final
-    grid with three pairs about 6-8 hours, longer when the machine is shared.
+    names each after its encoder). Run times measured on a 2-core CPU and an H200 are in
+    docs/results.md ("Protocol: cpu-converged").
     """
     if name == "cpu-converged":
         return _converged_sweep(data, selectors, pairs)
@@ -1091,6 +1089,7 @@ def write_outputs(result: SweepResult, folder: str | Path, *, png: bool = True) 
         learning_curve_figure,
         loss_curves,
         save_figure,
+        stamp_hardware,
         time_budget_bars,
     )
 
@@ -1136,5 +1135,7 @@ def write_outputs(result: SweepResult, folder: str | Path, *, png: bool = True) 
         figures["fig6_time_budget"] = time_budget_bars(table)
         figures["fig7_loss_vs_time"] = loss_curves(timed, x="wall_time_s")
     for stem, figure in figures.items():
-        written += save_figure(figure, folder / stem, formats=("html", "png") if png else ("html",))
+        written += save_figure(
+            stamp_hardware(figure, table), folder / stem, formats=("html", "png") if png else ("html",)
+        )
     return written

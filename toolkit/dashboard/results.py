@@ -19,6 +19,7 @@ from toolkit.viz.results import (
     learning_curve_figure,
     loss_curves,
     split_label,
+    stamp_hardware,
     time_budget_bars,
 )
 
@@ -111,8 +112,10 @@ with gain:
                 key="results_gain_table",
                 column_config={"mean_gain": st.column_config.NumberColumn("mean gain (points)", format="%+.2f")},
             )
-            figure_or_reason(lambda: gain_figure(paired, split=split), "results_gain")
-            figure_or_reason(lambda: learning_curve_figure(table, split=split), "results_learning_curve")
+            figure_or_reason(lambda: stamp_hardware(gain_figure(paired, split=split), table), "results_gain")
+            figure_or_reason(
+                lambda: stamp_hardware(learning_curve_figure(table, split=split), table), "results_learning_curve"
+            )
     st.subheader("Time to accuracy")
     st.caption(
         "The paper's claim is faster training: the steps each configuration took to reach the accuracy the "
@@ -121,9 +124,9 @@ with gain:
     )
     table_or_reason(lambda: time_to_accuracy(table), "results_time_to_accuracy")
 with tab5:
-    figure_or_reason(lambda: accuracy_vs_split(table), "results_fig5")
+    figure_or_reason(lambda: stamp_hardware(accuracy_vs_split(table), table), "results_fig5")
 with tab6:
-    figure_or_reason(lambda: time_budget_bars(table), "results_fig6")
+    figure_or_reason(lambda: stamp_hardware(time_budget_bars(table), table), "results_fig6")
 with tab7:
     cols = st.columns([1, 3])
     axis = cols[0].radio(

@@ -79,6 +79,23 @@ def _protocol_note(lines: Sequence[str], offset: int = NOTE_OFFSET) -> dict:
     }
 
 
+def hardware_text(table: pd.DataFrame) -> str | None:
+    """Where the runs ran, e.g. ``NVIDIA H200`` or ``NVIDIA H200 and cpu (1 threads)`` (``None``: not recorded)."""
+    if "device_name" not in table.columns:
+        return None
+    names = sorted(str(name) for name in table["device_name"].dropna().unique())
+    return " and ".join(names) or None
+
+
+def stamp_hardware(figure: go.Figure, table: pd.DataFrame) -> go.Figure:
+    """Add to ``figure``'s title where the runs it draws ran (a figure mixing devices says so)."""
+    where = hardware_text(table)
+    if where:
+        title = figure.layout.title.text or ""
+        figure.update_layout(title={"text": f"{title}<br><sup>runs on {where}</sup>"})
+    return figure
+
+
 def _note_margin(lines: int, offset: int = NOTE_OFFSET) -> int:
     """The bottom margin that holds a note of ``lines`` lines below the axis title."""
     return offset + NOTE_LINE * lines + 15
@@ -546,12 +563,13 @@ def gain_figure(paired: pd.DataFrame, *, split: float | None = 1.0) -> go.Figure
         yaxis={"tickvals": list(range(len(order))), "ticktext": order, "title": ""},
         template="plotly_white",
         height=max(400, 40 * len(order) + 200),
-        margin={"b": 150, "l": 220},
+        margin={"b": _note_margin(3), "l": 220},
         annotations=[
             _protocol_note(
                 [
                     f"Protocol: equal steps ({_schedule_text(rows)}); each pair's run minus {baseline}'s run of the "
-                    f"same seed, K, split and schedule; seeds: {_seed_text(rows['seeds'])}.",
+                    "same seed, K, split and schedule;",
+                    f"seeds: {_seed_text(rows['seeds'])}.",
                     "Markers: mean paired difference; bars: 95% Student-t interval (none with one pair). "
                     f"Right of zero: better than {baseline}.",
                 ]
