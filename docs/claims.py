@@ -363,7 +363,7 @@ def final_gain_table(folder: Path = CONVERGED_FINAL) -> str:
     gains = pd.read_csv(folder / "gain.csv")
     cells = [c for c in gains.columns if c.startswith("K=")]
     lines = [
-        "| pair | mean gain | " + " | ".join(c.replace("K=", "K = ") for c in cells) + " |",
+        "| pair | mean over the cells | " + " | ".join(c.replace("K=", "K = ") for c in cells) + " |",
         "|---" * (len(cells) + 2) + "|",
     ]
     for _, row in gains.iterrows():
