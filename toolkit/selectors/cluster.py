@@ -76,6 +76,8 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, seed: int, dim: int = 32) -> torch
     distances_to = DistancesToRow(z)
     chosen = torch.empty(k, dtype=torch.long, device=x.device)
     chosen[:1] = torch.randint(x.shape[0], (1,), generator=gen).to(x.device)
+    # every step's uniform draw at once: the same numbers as one draw per step, one copy to the device
+    uniforms = torch.rand(k - 1, generator=gen, dtype=torch.float64).to(x.device)
     nearest_sq = distances_to(chosen[:1]).clone()
     last = x.shape[0] - 1
     with sequential_loop(x.device):
@@ -83,7 +85,7 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, seed: int, dim: int = 32) -> torch
             nearest_sq.index_fill_(0, chosen[step - 1 : step], 0.0)  # rounding must not revive a centre
             # inverse-CDF draw (15x faster than torch.multinomial on this CPU); zero weights are never hit
             cumulative = torch.cumsum(nearest_sq, 0, dtype=torch.float64)
-            target = torch.rand(1, generator=gen, dtype=torch.float64).to(x.device) * cumulative[-1]
+            target = uniforms[step - 1 : step] * cumulative[-1]
             chosen[step : step + 1] = torch.searchsorted(cumulative, target, right=True).clamp_(max=last)
             torch.minimum(nearest_sq, distances_to(chosen[step : step + 1]), out=nearest_sq)
     return chosen
